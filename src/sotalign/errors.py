@@ -18,3 +18,11 @@ class InputError(SotalignError, ValueError):
 
 class ConfigError(SotalignError, ValueError):
     """A bad option, method name or configuration key."""
+
+
+def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest valid name, or ``""`` if none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
