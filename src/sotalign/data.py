@@ -1,0 +1,133 @@
+"""The data pipeline of training: pools of cached embeddings and the batch sampler.
+
+Pools may be numpy arrays, memory-mapped ``.npy`` files (10M × 1024 float16 is fine: only the
+rows of a batch are ever read) or torch tensors. Each step draws (Algorithm 1):
+
+* a paired batch: all pairs when there are at most ``batch_pairs`` of them, else a random subset;
+* an unpaired image batch and an unpaired text batch of the same size
+  ``m = min(batch_unpaired, n_x, n_y)``, drawn independently without replacement.
+
+The sampler's state is a JSON-able dict, so a checkpoint can resume the exact same stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class EmbeddingPool:
+    """Rows of a 2-D array gathered as float32 tensors; never loads a memmap whole."""
+
+    def __init__(self, array: Any) -> None:
+        if isinstance(array, Tensor):
+            array = array.detach().cpu().numpy()
+        self.array = array
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+    def gather(self, idx: np.ndarray | None, device: Any = "cpu") -> Tensor:
+        """Rows ``idx`` (all rows if ``None``) as a float32 tensor on ``device``."""
+        rows = self.array if idx is None else self.array[idx]
+        return torch.from_numpy(np.asarray(rows, dtype=np.float32)).to(device)
+
+
+@dataclass
+class TrainData:
+    """Paired pools (row i of ``images`` ↔ row i of ``texts``) and optional unpaired pools."""
+
+    images: EmbeddingPool
+    texts: EmbeddingPool
+    unpaired_images: EmbeddingPool | None = None
+    unpaired_texts: EmbeddingPool | None = None
+
+    @classmethod
+    def from_arrays(cls, A: Any, B: Any, X: Any = None, Y: Any = None) -> TrainData:
+        return cls(
+            EmbeddingPool(A),
+            EmbeddingPool(B),
+            None if X is None else EmbeddingPool(X),
+            None if Y is None else EmbeddingPool(Y),
+        )
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.images)
+
+    @property
+    def has_unpaired(self) -> bool:
+        return self.unpaired_images is not None and self.unpaired_texts is not None
+
+
+@dataclass
+class Batch:
+    """One training step's data: paired ``a``/``b`` and unpaired ``x``/``y`` (or ``None``)."""
+
+    a: Tensor
+    b: Tensor
+    x: Tensor | None = None
+    y: Tensor | None = None
+    idx_pairs: np.ndarray | None = None
+    idx_x: np.ndarray | None = None
+    idx_y: np.ndarray | None = None
+
+
+class BatchSampler:
+    """Draws :class:`Batch` objects from :class:`TrainData` with a seeded numpy generator."""
+
+    def __init__(
+        self, data: TrainData, batch_pairs: int, batch_unpaired: int, seed: int, device: Any
+    ) -> None:
+        self.data = data
+        self.batch_pairs = int(batch_pairs)
+        self.batch_unpaired = int(batch_unpaired)
+        self.device = device
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self._all_pairs: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def unpaired_size(self) -> int:
+        d = self.data
+        if not d.has_unpaired or self.batch_unpaired <= 0:
+            return 0
+        assert d.unpaired_images is not None and d.unpaired_texts is not None
+        return min(self.batch_unpaired, len(d.unpaired_images), len(d.unpaired_texts))
+
+    def _draw(self, n: int, m: int) -> np.ndarray:
+        return np.sort(self.rng.choice(n, size=m, replace=False))
+
+    def next(self) -> Batch:
+        d = self.data
+        if d.n_pairs <= self.batch_pairs:
+            if self._all_pairs is None:  # all pairs every step: gather them once
+                a_all = d.images.gather(None, self.device)
+                self._all_pairs = (a_all, d.texts.gather(None, self.device))
+            a, b = self._all_pairs
+            idx_p = None
+        else:
+            idx_p = self._draw(d.n_pairs, self.batch_pairs)
+            a, b = d.images.gather(idx_p, self.device), d.texts.gather(idx_p, self.device)
+        m = self.unpaired_size
+        if m == 0:
+            return Batch(a, b, idx_pairs=idx_p)
+        assert d.unpaired_images is not None and d.unpaired_texts is not None
+        ix = self._draw(len(d.unpaired_images), m)
+        iy = self._draw(len(d.unpaired_texts), m)
+        x = d.unpaired_images.gather(ix, self.device)
+        y = d.unpaired_texts.gather(iy, self.device)
+        return Batch(a, b, x, y, idx_p, ix, iy)
+
+    def state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
