@@ -1,8 +1,9 @@
-"""Exceptions raised for user mistakes.
+"""Exceptions and warnings raised for user mistakes.
 
 Every error that a user can cause by what they pass in (a bad file, a bad option, a bad array)
 is a :class:`SotalignError`. The command line catches it, prints its one-line message and exits
-with status 2; library users can catch it as well.
+with status 2; library users can catch it as well. Messages are one line: what is wrong, where
+(the file or option), and how to fix it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ class InputError(SotalignError, ValueError):
 
 class ConfigError(SotalignError, ValueError):
     """A bad option, method name or configuration key."""
+
+
+class MissingDependencyError(SotalignError, ImportError):
+    """An optional package needed for this file format or feature is not installed."""
+
+
+class UnderdeterminedWarning(UserWarning):
+    """Fewer pairs than dimensions: the pair covariance is rank-deficient and only the ridge
+    term keeps the linear teacher well-posed."""
 
 
 def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
