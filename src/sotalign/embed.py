@@ -11,7 +11,9 @@ of texts), embeds them in batches with a frozen encoder (:mod:`sotalign.encoders
 
 Large inputs are processed in shards of ``shard_size`` inputs. Each finished shard is written
 atomically into ``X.npy.parts/`` (``shard-00000.npy`` then its ``.json`` record, which marks it
-complete); rerunning the same command after an interruption skips the finished shards. The
+complete); rerunning the same command after an interruption skips the finished shards (also
+with ``--overwrite``, which only replaces an existing output and discards the shards of a
+different run). The
 final ``X.npy`` is streamed from the shards through one atomic write, then ``X.npy.parts/`` is
 removed. An image that cannot be decoded is reported, listed in ``X.failed.tsv`` and skipped; the
 run goes on.
@@ -234,9 +236,9 @@ def _open_parts(parts: Path, fingerprint: str, overwrite: bool) -> None:
                 same = json.loads(state.read_text())["fingerprint"] == fingerprint
             except (OSError, ValueError, KeyError):
                 same = False
-        if same and not overwrite:
+        if same:  # same encoder, inputs, dtype and shard size: finished shards are reused
             return
-        if not same and not overwrite:
+        if not overwrite:
             raise ConfigError(
                 f"{parts} holds the shards of a different run (other encoder, inputs, dtype or"
                 " shard size); delete it or pass --overwrite"
