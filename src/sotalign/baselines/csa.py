@@ -95,10 +95,12 @@ class CSAAligner:
 
     def encode_images(self, X: ArrayLike) -> Tensor:
         """e_x(x): ρ-weighted canonical image coordinates, L2-normalised."""
+        self._check_fitted()
         return self._project(X, self.mu_a_, self.w_x_)
 
     def encode_texts(self, Y: ArrayLike) -> Tensor:
         """e_y(y): ρ-weighted canonical text coordinates, L2-normalised."""
+        self._check_fitted()
         return self._project(Y, self.mu_b_, self.w_y_)
 
     def state_dict(self) -> dict[str, Tensor]:
