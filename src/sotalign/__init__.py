@@ -1,0 +1,30 @@
+"""sotalign: align frozen image and text encoders from a few pairs plus unpaired data.
+
+SOTAlign (Roschmann et al., ICML 2026): a linear teacher fitted on the pairs, then alignment
+heads trained with SigLIP on the pairs plus the KLOT divergence between the optimal-transport
+plans of the student and the teacher on unpaired batches, with a closed-form gradient.
+
+Quick start::
+
+    from sotalign import SOTAlign
+    model = SOTAlign().fit(paired_images, paired_texts, unpaired_images, unpaired_texts)
+    zi, zt = model.encode_images(images), model.encode_texts(texts)
+    model.save("my-model");  model = SOTAlign.load("my-model")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import ConfigError, InputError, SotalignError
+from .estimator import SOTAlign, available_methods, register_method
+
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "SOTAlign",
+    "SotalignError",
+    "__version__",
+    "available_methods",
+    "register_method",
+]

@@ -1,0 +1,475 @@
+"""Stage 2 of SOTAlign: training the alignment heads (SPEC §3, Algorithm 1).
+
+Each step draws a paired batch (A_b, B_b) and equal-sized unpaired batches (X_b, Y_b) and
+minimises
+
+    L = L_sup(cos(f(A_b), g(B_b))) + α·D(K ‖ K*),  K = cos(f(X_b), g(Y_b)),  K* = teacher(X_b, Y_b)
+
+with D = KLOT by default (:func:`sotalign.ot.klot_embeddings`), Lion, a cosine learning-rate
+schedule with linear warm-up, and weight decay. The trainer is generic: anything callable as
+``objective(model, batch) -> (loss, logs)`` can be trained (the baselines use that).
+
+Checkpoints hold the weights, the optimiser state, the sampler's and torch's RNG states, the
+step and the best-so-far weights; they are written atomically (a temporary folder renamed into
+place), so ``resume=True`` continues a killed run and ends with the same weights as an
+uninterrupted one. Nothing is pickled: tensors go to safetensors, the rest to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .data import Batch, BatchSampler, TrainData
+from .errors import ConfigError, SotalignError, closest
+from .heads import make_head
+from .losses import SUP_LOSSES, get_divergence, supervised_loss
+from .teachers import LinearTeacher, l2_normalize
+
+Objective = Callable[["AlignmentModel", Batch], tuple[Tensor, dict[str, float]]]
+
+
+class TrainingDivergedError(SotalignError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of head training; defaults follow the paper (SPEC §3)."""
+
+    steps: int = 2000
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup: float = 0.1
+    optimizer: str = "lion"
+    batch_pairs: int = 10_000
+    batch_unpaired: int = 4096
+    sup_loss: str = "siglip"
+    divergence: str = "klot"
+    alpha: float = 1e-4
+    eps: float = 0.05
+    eps_teacher: float = 0.01
+    sinkhorn_iters: int = 100
+    sinkhorn_tol: float | None = None
+    ot_mode: str = "auto"
+    ginfonce_temperature: float = 0.05
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> TrainConfig:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.optimizer not in ("lion", "adamw"):
+            raise ConfigError(f"optimizer must be 'lion' or 'adamw', got {self.optimizer!r}")
+        if self.sup_loss not in SUP_LOSSES:
+            raise ConfigError(
+                f"unknown sup_loss '{self.sup_loss}'{closest(self.sup_loss, SUP_LOSSES)}"
+            )
+        if self.divergence != "none":
+            get_divergence(self.divergence)
+        if self.alpha < 0 or not math.isfinite(self.alpha):
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+        for name in ("eps", "eps_teacher"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.batch_pairs < 2:
+            raise ConfigError(f"batch_pairs must be >= 2, got {self.batch_pairs}")
+        if self.ot_mode not in ("auto", "dense", "tiled"):
+            raise ConfigError(f"ot_mode must be auto, dense or tiled, got {self.ot_mode!r}")
+        return self
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from exc
+
+
+def lr_at(step: int, total: int, base: float, warmup: float) -> float:
+    """Linear warm-up over ``warmup·total`` steps, then cosine decay to 0."""
+    n_warm = round(warmup * total)
+    if n_warm > 0 and step < n_warm:
+        return base * (step + 1) / n_warm
+    progress = (step - n_warm) / max(total - n_warm, 1)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class AlignmentModel(nn.Module):
+    """Heads f, g plus SigLIP's learned logit scale (stored as log t) and bias."""
+
+    def __init__(
+        self,
+        d_x: int,
+        d_y: int,
+        dim: int = 1024,
+        head: str = "linear",
+        init_scale: float = 20.0,
+        init_bias: float = -10.0,
+        teacher: LinearTeacher | None = None,
+    ) -> None:
+        super().__init__()
+        self.f = make_head(head, d_x, dim)
+        self.g = make_head(head, d_y, dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.teacher = teacher
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    def embed_images(self, raw: Tensor) -> Tensor:
+        return l2_normalize(self.f(raw))
+
+    def embed_texts(self, raw: Tensor) -> Tensor:
+        return l2_normalize(self.g(raw))
+
+
+@dataclass
+class SOTAlignObjective:
+    """``L_sup + α·D(K ‖ K*)`` of Algorithm 1 (D = none, klot, cka or ginfonce)."""
+
+    sup_loss: str = "siglip"
+    divergence: str = "klot"
+    alpha: float = 1e-4
+    div_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, model: AlignmentModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        za, zb = model.embed_images(batch.a), model.embed_texts(batch.b)
+        has_u = batch.x is not None and batch.y is not None
+        zx = model.embed_images(batch.x) if has_u else None  # type: ignore[arg-type]
+        zy = model.embed_texts(batch.y) if has_u else None  # type: ignore[arg-type]
+        sup = supervised_loss(self.sup_loss, za, zb, zx, zy, model.scale, model.bias)
+        logs: dict[str, float] = {"sup": float(sup.detach())}
+        loss = sup
+        if self.divergence != "none" and self.alpha > 0 and has_u:
+            if model.teacher is None:
+                raise ConfigError(f"divergence '{self.divergence}' needs a fitted teacher")
+            assert zx is not None and zy is not None
+            with torch.no_grad():
+                tx = model.teacher.encode_images(batch.x)
+                ty = model.teacher.encode_texts(batch.y)
+            div, info = get_divergence(self.divergence)(
+                zx.float(), zy.float(), tx.float(), ty.float(), **self.div_kwargs
+            )
+            loss = loss + self.alpha * div
+            logs["div"] = float(div.detach())
+            logs.update({k: float(v) for k, v in info.items() if isinstance(v, (int, float))})
+        return loss, logs
+
+
+def objective_from_config(cfg: TrainConfig) -> SOTAlignObjective:
+    """The SOTAlign objective with the divergence options of ``cfg``."""
+    kw: dict[str, Any] = {}
+    if cfg.divergence == "klot":
+        kw = {
+            "eps": cfg.eps,
+            "eps_teacher": cfg.eps_teacher,
+            "n_iter": cfg.sinkhorn_iters,
+            "tol": cfg.sinkhorn_tol,
+            "mode": cfg.ot_mode,
+        }
+    elif cfg.divergence == "ginfonce":
+        kw = {"temperature": cfg.ginfonce_temperature}
+    return SOTAlignObjective(cfg.sup_loss, cfg.divergence, cfg.alpha, kw)
+
+
+@dataclass
+class ValData:
+    """Validation pairs (row i of ``images`` ↔ row i of ``texts``) for model selection."""
+
+    images: Tensor
+    texts: Tensor
+
+
+@torch.no_grad()
+def validation_score(model: AlignmentModel, val: ValData) -> float:
+    """Mean R@1 (percent) of the model on the validation pairs."""
+    from .eval import retrieval_metrics
+
+    was_training = model.training
+    model.eval()
+    dev = model.log_scale.device
+    zi = model.embed_images(val.images.to(dev)).cpu()
+    zt = model.embed_texts(val.texts.to(dev)).cpu()
+    model.train(was_training)
+    return float(retrieval_metrics(zi, zt)["mean_R@1"])
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    best_step: int | None
+    best_score: float | None
+    steps_done: int
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CKPT_PREFIX = "step-"
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, Tensor):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, sc in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(sc)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint folder in ``ckpt_dir`` (or ``None``)."""
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        return None
+    done = sorted(
+        p for p in root.iterdir() if p.name.startswith(CKPT_PREFIX) and (p / "state.json").exists()
+    )
+    return done[-1] if done else None
+
+
+class Trainer:
+    """Runs Algorithm 1 for ``config.steps`` steps; see the module docstring."""
+
+    def __init__(
+        self,
+        model: AlignmentModel,
+        objective: Objective,
+        data: TrainData,
+        config: TrainConfig,
+        *,
+        val: ValData | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        keep_checkpoints: int = 2,
+    ) -> None:
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        if model.teacher is not None:
+            model.teacher.to(self.device)
+        self.objective = objective
+        self.data = data
+        self.val = val
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+        self.keep_checkpoints = keep_checkpoints
+        params = [p for p in model.parameters() if p.requires_grad]
+        if config.optimizer == "lion":
+            from lion_pytorch import Lion
+
+            self.opt: torch.optim.Optimizer = Lion(
+                params, lr=config.lr, weight_decay=config.weight_decay
+            )
+        else:
+            self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.sampler = BatchSampler(
+            data, config.batch_pairs, config.batch_unpaired, config.seed, self.device
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, Tensor] | None = None
+
+    # -- checkpointing ------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write the full training state atomically; returns the checkpoint folder."""
+        from safetensors.torch import save_file
+
+        assert self.checkpoint_dir is not None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint_dir / f"{CKPT_PREFIX}{self.step:09d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=self.checkpoint_dir))
+        try:
+            tensors = {
+                f"model.{k}": v.detach().cpu().contiguous()
+                for k, v in self.model.state_dict().items()
+            }
+            opt_t, opt_meta = _flatten_optimizer(self.opt)
+            tensors.update(opt_t)
+            tensors["rng.torch"] = torch.get_rng_state()
+            if self.best_state is not None:
+                tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            meta = {
+                "step": self.step,
+                "sampler": self.sampler.state(),
+                "optimizer": opt_meta,
+                "history": self.history,
+                "best_score": self.best_score,
+                "best_step": self.best_step,
+                "config": asdict(self.config),
+            }
+            with open(tmp / "state.json", "w") as fh:
+                json.dump(meta, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        olds = sorted(p for p in self.checkpoint_dir.iterdir() if p.name.startswith(CKPT_PREFIX))
+        for old in olds[: -self.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore the full training state from a checkpoint folder."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        try:
+            tensors = load_file(str(path / "tensors.safetensors"))
+            meta = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise SotalignError(f"{path}: cannot read checkpoint ({exc})") from exc
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(model_sd)
+        self.opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.sampler.set_state(meta["sampler"])
+        self.step = int(meta["step"])
+        self.history = meta["history"]
+        self.best_score, self.best_step = meta["best_score"], meta["best_step"]
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+
+    # -- the loop -----------------------------------------------------------------------
+    def _eval_every(self) -> int:
+        if self.val is None:
+            return 0
+        return self.config.eval_every or max(self.config.steps // 10, 1)
+
+    def _maybe_validate(self, logs: dict[str, float]) -> None:
+        every = self._eval_every()
+        if not every or (self.step % every and self.step != self.config.steps):
+            return
+        assert self.val is not None
+        score = validation_score(self.model, self.val)
+        logs["val_mean_R@1"] = score
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step = score, self.step
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
+
+    def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train; with ``resume`` continue from the newest checkpoint in ``checkpoint_dir``.
+
+        ``stop_after`` ends the loop early after that many steps in this call (for tests).
+        """
+        import time
+
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if resume and self.checkpoint_dir is not None:
+            last = latest_checkpoint(self.checkpoint_dir)
+            if last is not None:
+                self.load_checkpoint(last)
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not self.progress,
+            desc="train",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        done_here = 0
+        self.model.train()
+        while self.step < cfg.steps:
+            if stop_after is not None and done_here >= stop_after:
+                break
+            lr = lr_at(self.step, cfg.steps, cfg.lr, cfg.warmup)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            batch = self.sampler.next()
+            loss, logs = self.objective(self.model, batch)
+            if not torch.isfinite(loss):
+                where = (
+                    f"; the last good checkpoint is in {self.checkpoint_dir}"
+                    if self.checkpoint_dir
+                    else ""
+                )
+                terms = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+                raise TrainingDivergedError(
+                    f"loss became non-finite at step {self.step} ({terms}){where};"
+                    " lower lr or alpha, or raise eps"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            done_here += 1
+            logs = {"step": self.step, "loss": float(loss.detach()), "lr": lr, **logs}
+            self._maybe_validate(logs)
+            self.history.append(logs)
+            bar.update(1)
+            if self.progress:
+                bar.set_postfix(_postfix(logs), refresh=False)
+            if (
+                self.checkpoint_dir is not None
+                and cfg.checkpoint_every
+                and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps)
+            ):
+                self.save_checkpoint()
+        bar.close()
+        return TrainResult(
+            self.history, self.best_step, self.best_score, self.step, time.perf_counter() - t0
+        )
+
+    def restore_best(self) -> None:
+        """Load the best validation weights seen so far (if any) into the model."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _postfix(logs: dict[str, float]) -> dict[str, str]:
+    keys = ("loss", "sup", "div", "marginal_error", "val_mean_R@1")
+    short = {"marginal_error": "marg", "val_mean_R@1": "val"}
+    return {short.get(k, k): f"{logs[k]:.3g}" for k in keys if k in logs}
