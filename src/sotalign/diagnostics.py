@@ -135,19 +135,27 @@ def pool_shift(
 ) -> dict[str, float]:
     """SSW between an unpaired pool and the paired pool of one modality, with a noise floor.
 
-    Returns ``{"ssw": SSW(unpaired, paired), "floor": SSW(half 1 of paired, half 2 of paired)}``.
-    The floor uses half as many samples per side, so it slightly overstates the noise of
-    ``ssw``; a gap well above it means a real distribution shift.
+    The paired pool is split at random into two disjoint halves P1 and P2 (each capped at
+    ``n_samples`` rows) and an equally large subsample U of the unpaired pool is drawn. Returns
+    ``{"ssw": SSW(U, P2), "floor": SSW(P1, P2), "n": |P2|}``, both with the same projections:
+    the floor is what sampling alone gives at that size, so ``ssw`` well above ``floor`` means a
+    real distribution shift between the unpaired and the paired data.
     """
     Pp = _as_2d_float64(paired, "paired")
+    U = _as_2d_float64(unpaired, "unpaired")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(Pp.shape[0])
     half = Pp.shape[0] // 2
-    floor_n = None if n_samples is None else max(1, n_samples // 2)
+    m = half if n_samples is None else min(half, n_samples)
+    m = min(m, U.shape[0])
+    if m < 2:
+        raise InputError("pool_shift needs at least 4 paired and 2 unpaired rows")
+    p1, p2 = Pp[perm[:m]], Pp[perm[half:half + m]]
+    u = U[rng.choice(U.shape[0], size=m, replace=False)]
+    proj_seed = int(rng.integers(2**31 - 1))
+    kw: dict[str, Any] = {"n_samples": None, "n_projections": n_projections, "seed": proj_seed}
     return {
-        "ssw": spherical_sliced_wasserstein(unpaired, Pp, n_samples=n_samples,
-                                            n_projections=n_projections, seed=seed),
-        "floor": spherical_sliced_wasserstein(Pp[perm[:half]], Pp[perm[half:2 * half]],
-                                              n_samples=floor_n, n_projections=n_projections,
-                                              seed=seed + 1),
+        "ssw": spherical_sliced_wasserstein(u, p2, **kw),
+        "floor": spherical_sliced_wasserstein(p1, p2, **kw),
+        "n": float(m),
     }
