@@ -75,7 +75,7 @@ def test_split_indices_protocol() -> None:
 
 
 def test_missing_cache_names_the_build_command(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"scripts/build_wordnet\.py"):
+    with pytest.raises(InputError, match=r"python -m sotalign\.datasets\.wordnet"):
         wn.load_wordnet(tmp_path / "absent")
     with pytest.raises(InputError, match="--limit 300"):
         wn.load_wordnet(tmp_path / "wordnet-limit300")
@@ -206,3 +206,10 @@ def test_real_limit_build(tmp_path: Path) -> None:
     data = wn.load_wordnet(tmp_path / "wn")
     y = data.y.astype(np.float32)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=2e-3)
+
+
+def test_command_line_reports_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = wn.main(["--wordnet-dir", str(tmp_path / "none"), "--out", str(tmp_path / "c"),
+                  "--no-progress"])
+    assert rc == 2
+    assert "apt-get install wordnet-base" in capsys.readouterr().err

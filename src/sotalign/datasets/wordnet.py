@@ -27,8 +27,9 @@ Protocol (fixed by ``split_seed``; sizes scale down for ``--limit`` builds):
   used) and the unpaired Y pool (only its MiniLM vectors are used), so no hidden true pair exists
   between the two unpaired pools.
 
-Build the cache once with ``python scripts/build_wordnet.py`` (about 10 minutes of CPU on 2
-cores for MiniLM; resumable). It lives outside the repository, in
+Build the cache once with ``python -m sotalign.datasets.wordnet`` (the same as
+``python scripts/build_wordnet.py`` in a checkout; about 10 minutes of CPU on 2 idle cores for
+MiniLM, resumable, ``--limit N`` for a small subset). It lives outside the repository, in
 ``$SOTALIGN_CACHE/wordnet`` (default ``~/.cache/sotalign/wordnet``): ``glosses.tsv``,
 ``x_glove50.npy`` and ``y_minilm_l6.npy`` (float16) and ``manifest.json`` (counts, sha256 of every
 file, encoder and corpus versions).
@@ -65,7 +66,7 @@ Y_FILE = "y_minilm_l6.npy"
 GLOSS_FILE = "glosses.tsv"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-BUILD_COMMAND = "python scripts/build_wordnet.py"
+BUILD_COMMAND = "python -m sotalign.datasets.wordnet"
 
 N_TEST = 5000
 N_PAIR_POOL = 10000
@@ -535,3 +536,55 @@ def draw_pairs(data: WordNetData, n_pairs: int, seed: int = 0) -> PairDraw:
     idx = pool[np.random.default_rng(seed).permutation(len(pool))[:n_pairs]]
     return PairDraw(np.asarray(data.x[idx], dtype=np.float32),
                     np.asarray(data.y[idx], dtype=np.float32), idx)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sotalign.datasets.wordnet [--out DIR] [--limit N] ...``: build the cache."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sotalign.datasets.wordnet",
+        description="Build the WordNet benchmark cache (GloVe-50 mean vs all-MiniLM-L6-v2 "
+                    "embeddings of WordNet glosses).")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="cache folder (default $SOTALIGN_CACHE/wordnet, else "
+                             "~/.cache/sotalign/wordnet; wordnet-limitN with --limit)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="keep only N glosses (a seeded subset), for tests")
+    parser.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR)
+    parser.add_argument("--shard-size", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for MiniLM (default: torch's choice)")
+    parser.add_argument("--keep-shards", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from sotalign.errors import SotalignError
+
+    out = args.out if args.out is not None else default_cache_dir(args.limit)
+    try:
+        manifest = build_wordnet(out, limit=args.limit, wordnet_dir=args.wordnet_dir,
+                                 shard_size=args.shard_size, keep_shards=args.keep_shards,
+                                 progress=not args.no_progress)
+    except SotalignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {k: manifest[k] for k in ("n", "n_corpus_distinct_glosses",
+                                         "n_dropped_no_known_word", "pos_counts",
+                                         "build_seconds")}
+    print(f"wrote {out}")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
