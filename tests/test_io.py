@@ -671,3 +671,13 @@ def test_safetensors_round_trip_and_corruption(tmp_path):
     with pytest.raises(TypeError, match="str"):
         io.save_safetensors_atomic(tmp_path / "x.safetensors", tensors, {"version": 1})
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_messages_stay_on_one_line_whatever_the_file_holds(tmp_path):
+    path = tmp_path / "k.safetensors"
+    safetensors.numpy.save_file({"a\nb": rand(), "c\rd": rand()}, str(path))
+    expect_input_error(lambda: io.load_embeddings(path, key="x\ny"), "'x\\ny'")
+    expect_input_error(lambda: io.load_embeddings(path), "several")
+    raw = b'{"bad\\nname": null}'
+    (tmp_path / "n.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
+    expect_input_error(lambda: io.load_safetensors(tmp_path / "n.safetensors"), "bad\\nname")

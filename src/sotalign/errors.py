@@ -9,8 +9,19 @@ with status 2; library users can catch it as well. Messages are one line: what i
 from __future__ import annotations
 
 
+def one_line(text: object) -> str:
+    """``str(text)`` with line breaks and other control characters escaped (``\\n``), so that a
+    message built from file contents (a key, a column name) always prints as one line."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
+    )
+
+
 class SotalignError(Exception):
-    """A user-facing error with a one-line, actionable message."""
+    """A user-facing error with a one-line, actionable message (control characters escaped)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(message), *args)
 
 
 class InputError(SotalignError, ValueError):

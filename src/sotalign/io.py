@@ -282,6 +282,11 @@ def _read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
         raise InputError(
             f"{where}: not a valid .npy file ({_reason(exc)}); re-create it with numpy.save"
         ) from exc
+    if any(int(s) < 0 for s in shape):
+        raise InputError(
+            f"{where}: header has a negative dimension {tuple(shape)}; the file is corrupt:"
+            " re-create it with numpy.save"
+        )
     if dtype.hasobject:
         raise InputError(
             f"{where}: holds Python objects (a pickled array), which sotalign never unpickles;"
@@ -532,9 +537,21 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
     The header is checked against the file before any data is trusted; a truncated or corrupt
     file raises InputError naming it.
     """
+    p = _existing_file(path, "safetensors file")
+    try:
+        return _load_safetensors(p)
+    except SotalignError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{p}: cannot read this safetensors file ({_reason(exc)}); it is truncated or"
+            " corrupt: re-create it"
+        ) from exc
+
+
+def _load_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     import torch
 
-    p = _existing_file(path, "safetensors file")
     tensors, meta, start = _read_safetensors_header(p)
     tdtypes = {
         "F16": torch.float16,
