@@ -467,12 +467,12 @@ def test_validate_training_inputs_errors():
         " the two files must be a pair"
     )
     expect_input_error(
-        check(A, B, rand(5, 7)),
+        check(A, B, rand(5, 7), rand(5, 6)),
         "unpaired_images.npy: 7 dimensions",
         "paired_images.npy has 8",
         "same image encoder",
     )
-    expect_input_error(check(A, B, None, rand(5, 8)), "unpaired_texts.npy: 8 dimensions")
+    expect_input_error(check(A, B, rand(5, 8), rand(5, 8)), "unpaired_texts.npy: 8 dimensions")
     expect_input_error(check(A[:1], B[:1]), "paired_images.npy", "only 1 pair", "at least 2")
     expect_input_error(check(A, np.arange(600).reshape(100, 6)), "paired_texts.npy", "integer")
     expect_input_error(check(A, B, np.array([["a"] * 8])), "unpaired_images.npy", "strings")
@@ -480,8 +480,11 @@ def test_validate_training_inputs_errors():
     expect_input_error(check(A[:, 0], B), "paired_images.npy", "1-D")
     Y = rand(50, 6)
     Y[31] = np.nan
-    expect_input_error(check(A, B, None, Y), "unpaired_texts.npy: row 31 holds NaN")
-    io.validate_training_inputs(A, B, None, Y, check_values=False)  # the scan can be skipped
+    expect_input_error(check(A, B, rand(9, 8), Y), "unpaired_texts.npy: row 31 holds NaN")
+    io.validate_training_inputs(A, B, rand(9, 8), Y, check_values=False)  # scan can be skipped
+    expect_input_error(check(A, B, None, Y), "unpaired_texts.npy: given without", "both")
+    expect_input_error(check(A, B, rand(9, 8)), "unpaired_images.npy: given without")
+    io.validate_training_inputs(A, B, rand(9, 8), require_both_pools=False)
 
 
 def test_more_dimensions_than_pairs_works_with_a_ridge_warning():
@@ -571,6 +574,18 @@ def test_prepare_output_dir(tmp_path):
     afile.write_text("x")
     expect_input_error(lambda: io.prepare_output_dir(afile), "is a file")
     expect_input_error(lambda: io.prepare_output_dir(afile / "sub"), "cannot write")
+
+
+def test_prepare_output_dir_without_creating(tmp_path):
+    target = tmp_path / "new" / "run"
+    assert io.prepare_output_dir(target, create=False) == target
+    assert list(tmp_path.iterdir()) == []  # nothing created, no probe file left
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    expect_input_error(lambda: io.prepare_output_dir(afile / "run", create=False), "is a file")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    expect_input_error(lambda: io.prepare_output_dir(tmp_path / "full", create=False), "not empty")
 
 
 def test_prepare_output_dir_unwritable(tmp_path, monkeypatch):

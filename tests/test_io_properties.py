@@ -180,6 +180,7 @@ def test_validate_training_inputs_decides_like_the_rules(na, nb, da, db, dx, dy)
         or nb == 0
         or na != nb
         or na < 2
+        or (dx is None) != (dy is None)
         or (dx is not None and dx != da)
         or (dy is not None and dy != db)
     )

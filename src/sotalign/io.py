@@ -1038,6 +1038,7 @@ def validate_training_inputs(
     *,
     names: Mapping[str, str] | None = None,
     check_values: bool = True,
+    require_both_pools: bool = True,
 ) -> None:
     """Check the arrays of a training run before any work starts.
 
@@ -1049,7 +1050,8 @@ def validate_training_inputs(
     Raises InputError for: an array that is not 2-D, empty, or not floating point; paired arrays
     with different row counts; fewer than 2 pairs (the teachers centre the pairs and divide by
     n_p - 1); an unpaired pool whose dimension differs from its paired side; NaN/Inf rows (when
-    ``check_values``, by a chunked scan).
+    ``check_values``, by a chunked scan); one unpaired pool without the other (unless
+    ``require_both_pools=False``: KLOT matches unpaired images against unpaired texts).
 
     Warns (:class:`~sotalign.errors.UnderdeterminedWarning`) when a side has at least as many
     dimensions as there are pairs: the centred pair covariance S (SPEC §2) then has rank at most
@@ -1065,6 +1067,12 @@ def validate_training_inputs(
         shape, dt, dname = _shape_dtype(arr, label[role])
         _check_embedding_meta(shape, dt, dname, label[role])
         meta[role] = shape
+    if require_both_pools and (X is None) != (Y is None):
+        given, missing = ("X", "Y") if Y is None else ("Y", "X")
+        raise InputError(
+            f"{label[given]}: given without {label[missing]}; pass both unpaired pools"
+            " (images and texts) or neither"
+        )
     (na, da), (nb, db) = meta["A"], meta["B"]
     if na != nb:
         raise InputError(
@@ -1148,12 +1156,14 @@ def check_format_version(found: Any, expected: Any, path: PathLike) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
-    """Create (if needed) and return an output folder that can be written to.
+def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool = True) -> Path:
+    """Check (and by default create) an output folder that can be written to; return it.
 
     An existing non-empty folder is refused unless ``overwrite``; with ``overwrite`` its files
-    are kept and the ones a run writes are replaced atomically (nothing is deleted). The folder
-    is checked for write access by creating and removing a temporary file.
+    are kept and the ones a run writes are replaced atomically (nothing is deleted). Write access
+    is checked by creating and removing a temporary file. With ``create=False`` nothing is left
+    on disk: a missing folder is not created, and the check runs in its nearest existing parent
+    (use this to check the output before reading the inputs, so a bad input writes nothing).
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -1168,9 +1178,19 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
                 f"{p}: the output folder exists and is not empty; choose another folder or"
                 " pass --overwrite (overwrite=True) to replace its files"
             )
+    probe = p
+    if not create:
+        probe = p.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(
+                f"{p}: cannot create this output folder ({probe} is a file); choose another path"
+            )
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sotalign-write-test.", dir=p)
+        if create:
+            p.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".sotalign-write-test.", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
