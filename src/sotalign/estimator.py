@@ -549,6 +549,46 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
     tr, va = split_pairs(data.n_pairs, est.val_fraction, est.seed)
     train_data, val = _subset(data, tr), _val_data(data, va)
     teacher = est.fit_teacher(train_data.images.array, train_data.texts.array)
+    sel_file = Path(est.checkpoint_dir) / "selection.json" if est.checkpoint_dir else None
+    if getattr(est, "_resume", False) and sel_file is not None and sel_file.is_file():
+        cands = json.loads(sel_file.read_text())  # selection of the interrupted run
+    else:
+        cands = _select_candidates(est, train_data, val, teacher, uses_div)
+        if sel_file is not None:
+            from .io import write_json_atomic
+
+            write_json_atomic(sel_file, cands)
+    best = next(c for c in cands if c["selected"])
+    est.selection_ = cands
+    if best["alpha"] is None:  # the teacher alone wins
+        return est.fit_teacher(data.images.array, data.texts.array) if est.refit else teacher
+    if not est.refit:
+        cfg = est.train_config(alpha=best["alpha"])
+        aligner, res = est.train_heads(
+            train_data, objective_from_config(cfg), teacher=teacher, val=val, config=cfg
+        )
+        est.train_history_ = res.history
+        return aligner
+    # Refit on all pairs, for the number of steps that was best on validation.
+    steps = best["best_step"] or est.steps
+    full_teacher = est.fit_teacher(data.images.array, data.texts.array)
+    cfg = est.train_config(alpha=best["alpha"], steps=max(int(steps), 1))
+    aligner, res = est.train_heads(
+        data,
+        objective_from_config(cfg),
+        teacher=full_teacher,
+        config=cfg,
+        checkpoint_dir=est.checkpoint_dir,
+        resume=getattr(est, "_resume", False),
+    )
+    est.train_history_ = res.history
+    return aligner
+
+
+def _select_candidates(
+    est: SOTAlign, train_data: TrainData, val: ValData, teacher: Any, uses_div: bool
+) -> list[dict[str, Any]]:
+    """Score the teacher alone, α = 0 and each α of the grid on validation; mark the best."""
     cands: list[dict[str, Any]] = [
         {
             "candidate": f"teacher:{est.teacher}",
@@ -576,30 +616,7 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
     )
     for c in cands:
         c["selected"] = c is best
-    est.selection_ = cands
-    if best["alpha"] is None:  # the teacher alone wins
-        return est.fit_teacher(data.images.array, data.texts.array) if est.refit else teacher
-    if not est.refit:
-        cfg = est.train_config(alpha=best["alpha"])
-        aligner, res = est.train_heads(
-            train_data, objective_from_config(cfg), teacher=teacher, val=val, config=cfg
-        )
-        est.train_history_ = res.history
-        return aligner
-    # Refit on all pairs, for the number of steps that was best on validation.
-    steps = best["best_step"] or est.steps
-    full_teacher = est.fit_teacher(data.images.array, data.texts.array)
-    cfg = est.train_config(alpha=best["alpha"], steps=max(int(steps), 1))
-    aligner, res = est.train_heads(
-        data,
-        objective_from_config(cfg),
-        teacher=full_teacher,
-        config=cfg,
-        checkpoint_dir=est.checkpoint_dir,
-        resume=getattr(est, "_resume", False),
-    )
-    est.train_history_ = res.history
-    return aligner
+    return cands
 
 
 def _fit_sail(est: SOTAlign, data: TrainData, sup_loss: str = "siglip") -> Aligner:

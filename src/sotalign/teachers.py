@@ -218,7 +218,8 @@ class LinearTeacher:
         self.w_x_, self.w_y_ = w_x.float(), w_y.float()
 
     @property
-    def dim(self) -> int:
+    def out_dim(self) -> int:
+        """Width of the teacher space."""
         self._check_fitted()
         return int(self.w_x_.shape[1])
 

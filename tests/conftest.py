@@ -1,0 +1,25 @@
+"""Shared fixtures: small synthetic two-view problems and single-threaded torch."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def two_view():
+    from sotalign.synthetic import TwoView
+
+    return TwoView(d_x=64, d_y=48, latent=16, noise=0.3, seed=0)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
