@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from sotalign import SOTAlign
+from sotalign.errors import ConfigError, InputError
+from sotalign.eval import retrieval_metrics
+
+FAST = dict(steps=200, lr=1e-3, dim=64, batch_unpaired=256, sinkhorn_iters=50, progress=False)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    from sotalign.synthetic import TwoView
+
+    tv = TwoView(d_x=64, d_y=48, latent=16, noise=0.3, seed=0)
+    A, B = tv.pairs(50, 1)
+    X, Y = tv.unpaired(3000, 3000, 2)
+    Ti, Tt = tv.pairs(600, 3)
+    return A, B, X, Y, Ti, Tt
+
+
+def _score(est, Ti, Tt):
+    return retrieval_metrics(est.encode_images(Ti), est.encode_texts(Tt))["mean_R@1"]
+
+
+def test_sotalign_beats_siglip_on_pairs_only(problem):
+    """Few pairs + many unpaired samples: SOTAlign ≫ SigLIP on the pairs alone (SAIL)."""
+    A, B, X, Y, Ti, Tt = problem
+    sail = SOTAlign(method="sail", early_stopping=False, **FAST).fit(A, B)
+    sot = SOTAlign(method="sotalign", alpha=0.1, early_stopping=False, **FAST).fit(A, B, X, Y)
+    s_sail, s_sot = _score(sail, Ti, Tt), _score(sot, Ti, Tt)
+    assert s_sot > s_sail + 10.0, (s_sot, s_sail)
+
+
+def test_save_load_roundtrip_is_identical(problem, tmp_path):
+    A, B, X, Y, Ti, Tt = problem
+    est = SOTAlign(alpha=0.1, early_stopping=False, **{**FAST, "steps": 5}).fit(A, B, X, Y)
+    est.save(tmp_path / "m")
+    again = SOTAlign.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.encode_images(Ti), est.encode_images(Ti))
+    np.testing.assert_array_equal(again.encode_texts(Tt), est.encode_texts(Tt))
+    assert again.get_params() == est.get_params()
+    # torch in → torch out
+    assert isinstance(again.encode_images(torch.tensor(Ti)), torch.Tensor)
+    with pytest.raises(InputError, match="not empty"):
+        est.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+
+
+def test_auto_alpha_selects_best_candidate_on_validation(problem):
+    A, B, X, Y, *_ = problem
+    est = SOTAlign(alpha_grid=(0.1,), **{**FAST, "steps": 60}).fit(A, B, X, Y)
+    names = [c["candidate"] for c in est.selection_]
+    assert names == ["teacher:cca", "sail", "alpha=0.1"]
+    chosen = [c for c in est.selection_ if c["selected"]]
+    assert len(chosen) == 1
+    assert chosen[0]["val_mean_R@1"] == max(c["val_mean_R@1"] for c in est.selection_)
+
+
+def test_same_seed_same_result(problem):
+    A, B, X, Y, Ti, _ = problem
+    kw = {**FAST, "steps": 15, "alpha": 0.1, "early_stopping": False}
+    e1 = SOTAlign(seed=3, **kw).fit(A, B, X, Y)
+    e2 = SOTAlign(seed=3, **kw).fit(A, B, X, Y)
+    e3 = SOTAlign(seed=4, **kw).fit(A, B, X, Y)
+    np.testing.assert_array_equal(e1.encode_images(Ti), e2.encode_images(Ti))
+    assert not np.allclose(e1.encode_images(Ti), e3.encode_images(Ti))
+
+
+@pytest.mark.parametrize("method", ["cca", "procrustes", "semisup_sail"])
+def test_other_methods_fit(problem, method):
+    A, B, X, Y, Ti, Tt = problem
+    est = SOTAlign(method=method, **{**FAST, "steps": 100}).fit(A, B, X, Y)
+    assert _score(est, Ti, Tt) > 5.0  # chance: 100 / 600 = 0.17 %
+
+
+def test_parameter_errors(problem):
+    A, B, *_ = problem
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        SOTAlign(alhpa=0.1)
+    with pytest.raises(ConfigError, match="did you mean 'sotalign'"):
+        SOTAlign(method="sotalgn").fit(A, B)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SOTAlign().encode_images(A)

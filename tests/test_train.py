@@ -1,0 +1,101 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sotalign.data import TrainData
+from sotalign.teachers import CCATeacher
+from sotalign.train import (
+    AlignmentModel,
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    latest_checkpoint,
+    lr_at,
+    objective_from_config,
+)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in itertools.pairwise(lrs[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
+    assert lrs[-1] < 0.01
+
+
+def _setup(two_view, steps=12, **kw):
+    A, B = two_view.pairs(40, 1)
+    X, Y = two_view.unpaired(300, 250, 2)
+    data = TrainData.from_arrays(A, B, X, Y)
+    teacher = CCATeacher().fit(A, B)
+    cfg = TrainConfig(
+        steps=steps,
+        lr=1e-3,
+        batch_pairs=32,
+        batch_unpaired=64,
+        alpha=0.1,
+        sinkhorn_iters=30,
+        device="cpu",
+        **kw,
+    )
+    torch.manual_seed(0)
+    model = AlignmentModel(A.shape[1], B.shape[1], dim=32, teacher=teacher)
+    return model, data, cfg
+
+
+def test_resume_gives_the_same_weights(two_view, tmp_path):
+    model, data, cfg = _setup(two_view, checkpoint_every=4)
+    full = Trainer(model, objective_from_config(cfg), data, cfg, progress=False)
+    full.run()
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+
+    ck = tmp_path / "ck"
+    model1, _, _ = _setup(two_view)
+    t1 = Trainer(model1, objective_from_config(cfg), data, cfg, checkpoint_dir=ck, progress=False)
+    t1.run(stop_after=6)  # "killed" after 6 steps; last checkpoint at step 4
+    assert latest_checkpoint(ck).name == "step-000000004"
+    model2, _, _ = _setup(two_view)  # fresh process: new model, new optimiser
+    t2 = Trainer(model2, objective_from_config(cfg), data, cfg, checkpoint_dir=ck, progress=False)
+    res = t2.run(resume=True)
+    assert res.steps_done == cfg.steps
+    for k, v in model2.state_dict().items():
+        assert torch.allclose(v, ref[k], atol=1e-6, rtol=0), k
+    # the weights did move: resuming is not trivially equal to the initial state
+    assert not torch.allclose(ref["f.linear.weight"], _setup(two_view)[0].f.linear.weight)
+    # nothing pickled: safetensors + JSON only
+    files = {p.name for p in latest_checkpoint(ck).iterdir()}
+    assert files == {"tensors.safetensors", "state.json"}
+    json.loads((latest_checkpoint(ck) / "state.json").read_text())
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(two_view, tmp_path):
+    model, data, cfg = _setup(two_view, checkpoint_every=2)
+    base = objective_from_config(cfg)
+    calls = {"n": 0}
+
+    def objective(m, batch):
+        calls["n"] += 1
+        loss, logs = base(m, batch)
+        return (loss * float("nan") if calls["n"] == 4 else loss), logs
+
+    tr = Trainer(model, objective, data, cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(TrainingDivergedError, match="non-finite at step 3"):
+        tr.run()
+    last = latest_checkpoint(tmp_path)
+    assert last is not None and last.name == "step-000000002"
+    from safetensors.torch import load_file
+
+    assert all(
+        torch.isfinite(v).all() for v in load_file(str(last / "tensors.safetensors")).values()
+    )
+
+
+def test_training_logs_loss_terms_and_ot_diagnostics(two_view):
+    model, data, cfg = _setup(two_view, steps=3)
+    res = Trainer(model, objective_from_config(cfg), data, cfg, progress=False).run()
+    h = res.history[-1]
+    for key in ("loss", "sup", "div", "marginal_error", "lr"):
+        assert key in h and np.isfinite(h[key]), key
