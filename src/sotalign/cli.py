@@ -82,12 +82,16 @@ def load_params(config: Path | None, sets: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _load(path: Path | None, what: str) -> Any:
+def _load(path: Path | None, what: str, check: bool = False) -> Any:
+    """Read an embedding file; with ``check`` also refuse NaN/Inf rows (chunked scan)."""
     if path is None:
         return None
-    from .io import load_embeddings
+    from .io import check_finite, load_embeddings
 
-    return load_embeddings(path)
+    arr = load_embeddings(path)
+    if check:
+        check_finite(arr, str(path))
+    return arr
 
 
 # ----------------------------------------------------------------------------- commands
@@ -132,15 +136,23 @@ def fit(
     if seed is not None:
         params["seed"] = seed
     params.setdefault("progress", not quiet)
-    _check_out_dir(out, overwrite or resume)
+    from .io import prepare_output_dir, validate_training_inputs
+
+    prepare_output_dir(out, overwrite=overwrite or resume, create=False)
     params.setdefault("checkpoint_dir", str(out / "checkpoints"))
     params.setdefault("checkpoint_every", checkpoint_every)
     A = _load(paired_images, "paired images")
     B = _load(paired_texts, "paired texts")
     X = _load(unpaired_images, "unpaired images")
     Y = _load(unpaired_texts, "unpaired texts")
+    names = {"A": str(paired_images), "B": str(paired_texts)}
+    if unpaired_images is not None:
+        names["X"] = str(unpaired_images)
+    if unpaired_texts is not None:
+        names["Y"] = str(unpaired_texts)
+    validate_training_inputs(A, B, X, Y, names=names)
     est = SOTAlign(**params)
-    est.fit(A, B, X, Y, resume=resume)
+    est.fit(A, B, X, Y, resume=resume, check_inputs=False)
     est.save(out, overwrite=True)
     if est.selection_:
         _print_selection(est.selection_)
@@ -149,18 +161,6 @@ def fit(
         f"({est.n_pairs_} pairs, {est.n_unpaired_[0]}+{est.n_unpaired_[1]} unpaired, "
         f"{est.fit_seconds_:.1f} s)"
     )
-
-
-def _check_out_dir(out: Path, allow_existing: bool) -> None:
-    try:
-        from .io import prepare_output_dir
-    except ImportError:  # pragma: no cover
-        prepare_output_dir = None
-    if prepare_output_dir is not None:
-        prepare_output_dir(out, overwrite=allow_existing)
-        return
-    if out.exists() and any(out.iterdir()) and not allow_existing:
-        raise InputError(f"{out}: folder exists and is not empty; pass --overwrite")
 
 
 def _print_selection(rows: list[dict[str, Any]]) -> None:
@@ -197,13 +197,15 @@ def eval_(
     from .io import write_json_atomic
 
     est = SOTAlign.load(model)
+    I = _load(images, "images", check=True)  # noqa: E741
+    T = _load(texts, "texts", check=True)
     index = None
     if text_image_index is not None:
-        from .io import load_index
+        from .io import check_index, load_index
 
-        index = load_index(text_image_index)
-    I = _load(images, "images")  # noqa: E741
-    T = _load(texts, "texts")
+        index = check_index(
+            load_index(text_image_index), I.shape[0], T.shape[0], name=str(text_image_index)
+        )
     metrics = retrieval_metrics(est.encode_images(I), est.encode_texts(T), index)
     console.print(format_table({str(est.method): metrics}))
     if out is not None:
@@ -276,7 +278,7 @@ def main() -> None:
     try:
         app()
     except SotalignError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

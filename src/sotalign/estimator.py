@@ -319,16 +319,21 @@ class SOTAlign:
         unpaired_texts: Any = None,
         *,
         resume: bool = False,
+        check_inputs: bool = True,
     ) -> SOTAlign:
         """Fit on pairs (row i of ``paired_images`` ↔ row i of ``paired_texts``) and optional
-        unpaired pools. Arrays may be numpy arrays, memmaps or torch tensors. Returns ``self``."""
+        unpaired pools. Arrays may be numpy arrays, memmaps or torch tensors. Returns ``self``.
+
+        ``resume`` continues from the checkpoints in ``checkpoint_dir``; ``check_inputs=False``
+        skips the input checks (shapes, dtypes, NaN scan) when the caller already ran them."""
         methods = available_methods()
         if self.method not in methods:
             raise ConfigError(
                 f"unknown method '{self.method}'{closest(self.method, list(methods))};"
                 f" choose one of {', '.join(sorted(methods))}"
             )
-        _validate_arrays(paired_images, paired_texts, unpaired_images, unpaired_texts)
+        if check_inputs:
+            _validate_arrays(paired_images, paired_texts, unpaired_images, unpaired_texts)
         self._resume = resume
         t0 = time.perf_counter()
         data = TrainData.from_arrays(paired_images, paired_texts, unpaired_images, unpaired_texts)
