@@ -79,6 +79,9 @@ FILES = {
     "metadata": "metadata.json",
 }
 BUILD_COMMAND = "python scripts/build_emoji.py"
+# a few rendered images are committed (data/emoji/samples/) so that the image rows can be
+# re-derived with the real encoder without the font, and to try `sotalign embed images` on
+SAMPLE_HEXCODES = ("1F600", "1F436", "1F34E", "1F697", "26BD", "1F4A1", "1F1EF-1F1F5", "2764")
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +581,7 @@ def build_emoji(
     for name in FILES.values():
         os.replace(tmp / name, out / name)
     shutil.rmtree(tmp, ignore_errors=True)
+    samples = write_samples(out, items, img_dir)
 
     def enc_info(enc: Any) -> dict[str, Any]:
         info = enc.info()
@@ -631,9 +635,41 @@ def build_emoji(
             )
             for name in FILES.values()
         },
+        "samples": samples,
     }
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
+
+
+def write_samples(out: Path, items: list[dict[str, Any]], img_dir: Path) -> list[dict[str, Any]]:
+    """Copy the rendered PNGs of :data:`SAMPLE_HEXCODES` to ``out/samples`` with their rows.
+
+    Writes ``samples/<hexcode>.png`` and ``samples/captions.txt`` (one caption per line, in the
+    order of the PNG names); returns ``[{hexcode, row, file, sha256}]`` (row of images.npy and
+    texts.npy) for the manifest.
+    """
+    from sotalign.io import atomic_write
+
+    rows = {it["hexcode"]: i for i, it in enumerate(items)}
+    dest = out / "samples"
+    dest.mkdir(parents=True, exist_ok=True)
+    chosen = sorted(h for h in SAMPLE_HEXCODES if h in rows)
+    records = []
+    for h in chosen:
+        data = (img_dir / f"{h}.png").read_bytes()
+        with atomic_write(dest / f"{h}.png") as fh:
+            fh.write(data)
+        records.append(
+            {
+                "hexcode": h,
+                "row": rows[h],
+                "file": f"samples/{h}.png",
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    with atomic_write(dest / "captions.txt", "w") as fh:
+        fh.writelines(items[rows[h]]["caption"] + "\n" for h in chosen)
+    return records
 
 
 def _finished(npy: Path, files: list[str]) -> bool:
