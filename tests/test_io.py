@@ -421,6 +421,17 @@ def test_check_finite_reports_first_bad_row_and_kind():
         expect_input_error(lambda b=b: io.check_finite(b, "b", chunk_bytes=10 * 12), f"row {bad} ")
 
 
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+def test_check_finite_accepts_every_finite_extreme(dtype):
+    fi = np.finfo(dtype)
+    edge = np.array([fi.max, -fi.max, fi.tiny, fi.smallest_subnormal, -0.0, 1.0], dtype)
+    a = np.tile(edge, (7, 1))
+    io.check_finite(a, "edges")
+    io.check_finite(a.astype(a.dtype.newbyteorder(">")), "edges")
+    a[6, 0] = np.inf
+    expect_input_error(lambda: io.check_finite(a, "edges"), "row 6 holds Inf")
+
+
 def test_check_finite_on_ten_million_row_memmap_is_chunked(tmp_path):
     n, d = 10_000_000, 4  # 160 MB sparse file
     path = tmp_path / "big.npy"

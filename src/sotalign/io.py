@@ -89,7 +89,7 @@ INDEX_SUFFIXES: tuple[str, ...] = (".npy", ".txt", ".json", ".csv")
 
 #: Bytes of input examined per step by :func:`check_finite` and written per step by
 #: :func:`save_embeddings`; bounds their extra memory whatever the array size.
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 4 * 2**20
 
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit of the reference implementation
 _FORMATS_EXTRA = "pip install 'sotalign[formats]'"
@@ -1000,7 +1000,7 @@ def check_finite(array: Any, name: str, *, chunk_bytes: int = CHUNK_BYTES) -> No
 
             ok = torch.isfinite(block).reshape(block.shape[0], -1).all(dim=1).cpu().numpy()
         else:
-            ok = np.isfinite(np.asarray(block)).reshape(block.shape[0], -1).all(axis=1)
+            ok = _finite_rows(np.asarray(block))
         if not ok.all():
             j = int(np.argmin(ok))
             row = block[j]
@@ -1010,6 +1010,20 @@ def check_finite(array: Any, name: str, *, chunk_bytes: int = CHUNK_BYTES) -> No
                 f"{name}: row {start + j} holds {what} (the first non-finite row); remove that"
                 " row or re-compute its embedding"
             )
+
+
+def _finite_rows(block: np.ndarray) -> np.ndarray:
+    """Per-row "all finite" of a numpy block.
+
+    float16 has no fast ``isfinite`` loop in numpy; a float16 value is NaN or ±Inf exactly when
+    its five exponent bits are all ones (mask 0x7C00), so the row maximum of ``bits & 0x7C00``
+    tells the same about 3x faster.
+    """
+    flat = block.reshape(block.shape[0], -1)
+    if flat.dtype == np.float16 and flat.dtype.isnative:
+        bits = np.ascontiguousarray(flat).view(np.uint16)
+        return np.bitwise_and(bits, np.uint16(0x7C00)).max(axis=1) < 0x7C00
+    return np.isfinite(flat).all(axis=1)
 
 
 def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], np.dtype[Any] | None, str]:
