@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets a wide console so tables are not folded at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 
 
 def _mount_optional() -> None:
@@ -163,6 +164,22 @@ def fit(
     )
 
 
+def print_metrics(rows: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
+    """Print retrieval metrics (percent) as a table, one row per method."""
+    from rich.table import Table
+
+    table = Table()
+    cols = ["I2T R@1", "I2T R@5", "I2T R@10", "T2I R@1", "T2I R@5", "T2I R@10", "mean R@1"]
+    table.add_column("method")
+    for c in (*cols, *extra):
+        table.add_column(c, justify="right")
+    for name, m in rows.items():
+        vals = [m["i2t"][f"R@{k}"] for k in (1, 5, 10)] + [m["t2i"][f"R@{k}"] for k in (1, 5, 10)]
+        vals += [m["mean_R@1"], *(m.get(c, float("nan")) for c in extra)]
+        table.add_row(name, *(f"{v:.1f}" for v in vals))
+    console.print(table)
+
+
 def _print_selection(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
@@ -193,7 +210,7 @@ def eval_(
 ) -> None:
     """Retrieval R@1/5/10 both ways and mean R@1 (percent) of a fitted model."""
     from .estimator import SOTAlign
-    from .eval import format_table, retrieval_metrics
+    from .eval import retrieval_metrics
     from .io import write_json_atomic
 
     est = SOTAlign.load(model)
@@ -207,7 +224,7 @@ def eval_(
             load_index(text_image_index), I.shape[0], T.shape[0], name=str(text_image_index)
         )
     metrics = retrieval_metrics(est.encode_images(I), est.encode_texts(T), index)
-    console.print(format_table({str(est.method): metrics}))
+    print_metrics({str(est.method): metrics})
     if out is not None:
         write_json_atomic(out, metrics)
         console.print(f"wrote {out}")

@@ -85,7 +85,9 @@ def as_tensor(X: ArrayLike, dtype: torch.dtype = torch.float32, device: Any = No
     arr = np.asarray(X)
     if arr.dtype == np.float16 and dtype != torch.float16:
         arr = arr.astype(np.float32)
-    return torch.as_tensor(np.ascontiguousarray(arr), device=device).to(dtype)
+    if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. a read-only memmap
+        arr = np.array(arr, order="C")
+    return torch.from_numpy(arr).to(device=device, dtype=dtype)
 
 
 def l2_normalize(X: Tensor, eps: float = 1e-12) -> Tensor:

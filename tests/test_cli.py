@@ -1,0 +1,159 @@
+"""The command line end to end on small files (subprocesses, as a user runs it)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run(*args, cwd, ok=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sotalign", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, two_view):
+    d = tmp_path_factory.mktemp("cli")
+    A, B = two_view.pairs(60, 1)
+    X, Y = two_view.unpaired(400, 300, 2)
+    Ti, _ = two_view.pairs(50, 3)
+    Tt = np.repeat(Ti, 2, axis=0)  # placeholder replaced below
+    # two captions per test image: two noisy views of the same latent
+    Ti, Tt1 = two_view.pairs(50, 3)
+    rng = np.random.default_rng(4)
+    Tt = np.concatenate([Tt1, Tt1 + 0.1 * rng.normal(size=Tt1.shape).astype(np.float32)])
+    idx = np.concatenate([np.arange(50), np.arange(50)])
+    for name, arr in dict(A=A, B=B, X=X, Y=Y, Ti=Ti).items():
+        np.save(d / f"{name}.npy", arr.astype(np.float16))
+    np.save(d / "Tt.npy", Tt)
+    np.savetxt(d / "idx.txt", idx, fmt="%d")
+    return d
+
+
+def test_fit_eval_encode_end_to_end(files):
+    d = files
+    run(
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--unpaired-images",
+        "X.npy",
+        "--unpaired-texts",
+        "Y.npy",
+        "--out",
+        "m",
+        "--set",
+        "steps=20",
+        "--set",
+        "dim=32",
+        "--set",
+        "alpha=0.1",
+        "--set",
+        "batch_unpaired=128",
+        "--set",
+        "sinkhorn_iters=30",
+        "--quiet",
+        cwd=d,
+    )
+    assert (d / "m" / "config.json").is_file() and (d / "m" / "model.safetensors").is_file()
+    cfg = json.loads((d / "m" / "config.json").read_text())
+    assert cfg["params"]["steps"] == 20 and cfg["aligner"]["kind"] == "heads"
+    proc = run(
+        "eval",
+        "--model",
+        "m",
+        "--images",
+        "Ti.npy",
+        "--texts",
+        "Tt.npy",
+        "--text-image-index",
+        "idx.txt",
+        "--out",
+        "metrics.json",
+        cwd=d,
+    )
+    assert "mean R@1" in proc.stdout
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert set(metrics) == {"i2t", "t2i", "mean_R@1"}
+    assert set(metrics["i2t"]) == {"R@1", "R@5", "R@10"}
+    assert 0 <= metrics["mean_R@1"] <= 100
+    run("encode", "--model", "m", "--images", "Ti.npy", "--out", "zi.npy", cwd=d)
+    z = np.load(d / "zi.npy")
+    assert z.shape == (50, 32)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+
+
+def test_teacher_method_and_errors(files):
+    d = files
+    run(
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--method",
+        "cca",
+        "--out",
+        "cca",
+        cwd=d,
+    )
+    again = run(
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--method",
+        "cca",
+        "--out",
+        "cca",
+        cwd=d,
+        ok=False,
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    bad = run(
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--method",
+        "sotalgn",
+        "--out",
+        "x",
+        cwd=d,
+        ok=False,
+    )
+    assert bad.returncode == 2
+    assert "did you mean 'sotalign'" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (d / "x").exists()
+    key = run(
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--set",
+        "alhpa=1",
+        "--out",
+        "y",
+        cwd=d,
+        ok=False,
+    )
+    assert key.returncode == 2 and "did you mean 'alpha'" in key.stderr
+    listing = run("methods", cwd=d)
+    for m in ("sotalign", "sail", "cca", "procrustes", "contrastive"):
+        assert m in listing.stdout
