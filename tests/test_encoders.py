@@ -103,6 +103,10 @@ def test_registry_names_and_errors() -> None:
         load_encoder("hf:x", "audio")
     with pytest.raises(ConfigError, match="never downloaded"):
         load_encoder("hf:some-org/not-a-cached-model", "text", device="cpu")
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_encoder("hf:./not/here", "image", device="cpu")
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_encoder("st:/not/here", "text", device="cpu")
     with pytest.raises(ConfigError, match="--device"):
         load_encoder("hf:x", "image", device="tpu:7")
 

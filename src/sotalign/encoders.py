@@ -42,7 +42,7 @@ import importlib.metadata
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -281,13 +281,38 @@ def _hf_source(name: str) -> tuple[str, bool]:
         return str(p), True
     if p.exists():
         raise ConfigError(f"hf:{name} is a file; pass the folder written by save_pretrained")
+    if _looks_like_path(name):
+        raise ConfigError(f"hf:{name}: no such folder; pass the folder written by save_pretrained")
     return name, False
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a local path (``/x``, ``./x``, ``../x``, ``~/x``), not a hub model id."""
+    return name.startswith(("/", "./", "../", "~", "\\")) or (len(name) > 1 and name[1] == ":")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bars while a model loads."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except Exception:  # transformers absent or broken: nothing to silence
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _hf_load(loader: Callable[..., Any], name: str, what: str) -> Any:
     src, local = _hf_source(name)
     try:
-        return loader(src, local_files_only=True)
+        with _quiet_transformers():
+            return loader(src, local_files_only=True)
     except Exception as exc:
         hint = (
             "check that the folder was written by save_pretrained"
@@ -505,6 +530,8 @@ class SentenceTransformerEncoder(TextEncoder):
         path = Path(name).expanduser()
         if path.is_dir():
             src = str(path)
+        elif _looks_like_path(name):
+            raise ConfigError(f"st:{name}: no such folder; pass a sentence-transformers folder")
         elif name.lower() in MINILM_NAMES:
             packaged = _packaged_minilm()
             if packaged is None:
@@ -517,7 +544,10 @@ class SentenceTransformerEncoder(TextEncoder):
             src = name
         self.source = src
         try:
-            self.model = st.SentenceTransformer(src, device=str(self.device), local_files_only=True)
+            with _quiet_transformers():
+                self.model = st.SentenceTransformer(
+                    src, device=str(self.device), local_files_only=True
+                )
         except Exception as exc:
             raise ConfigError(
                 f"st:{name}: cannot load the sentence-transformers model ({type(exc).__name__}:"
