@@ -31,7 +31,7 @@ from sotalign.errors import InputError
 
 HARD_LIMIT_S = 10.0
 # SOTALIGN_FUZZ_EXAMPLES=2000 runs a deeper search than the default quick one.
-EXAMPLES = int(os.environ.get("SOTALIGN_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("SOTALIGN_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=timedelta(seconds=3),

@@ -29,7 +29,7 @@ from sotalign.errors import InputError, UnderdeterminedWarning
 
 # SOTALIGN_FUZZ_EXAMPLES=500 runs a deeper search than the default quick one.
 PROPS = settings(
-    max_examples=int(os.environ.get("SOTALIGN_FUZZ_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("SOTALIGN_FUZZ_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
