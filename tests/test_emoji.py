@@ -14,9 +14,6 @@ from sotalign.datasets.emoji import EmojiData, draw_pairs, load_emoji, split_ite
 from sotalign.errors import InputError
 
 ROOT = emoji.default_root()
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "manifest.json").is_file(), reason=f"no committed emoji data in {ROOT}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +181,14 @@ def test_render_emoji_single_glyph_only() -> None:
     np.testing.assert_array_equal(arr, committed)  # rendering is deterministic
     assert emoji.render_emoji(font, "\U0001f600\U0001f436") is None  # two glyphs
     assert emoji.render_emoji(font, " ") is None  # nothing drawn
+
+
+def test_builder_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="apt-get install fonts-noto-color-emoji"):
+        emoji.find_font(tmp_path / "NotoColorEmoji.ttf", install=False, log=print)
+    with pytest.raises(InputError, match="npm pack emojibase-data@"):
+        emoji.find_emojibase(None, tmp_path, install=False, log=print)
+    (tmp_path / "eb" / "en").mkdir(parents=True)
+    (tmp_path / "eb" / "en" / "data.json").write_text("[]")
+    with pytest.raises(InputError, match=r"groups\.json"):
+        emoji.find_emojibase(tmp_path / "eb", tmp_path, install=False, log=print)
