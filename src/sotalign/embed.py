@@ -227,6 +227,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _open_parts(parts: Path, fingerprint: str, overwrite: bool) -> None:
     state = parts / "state.json"
+    if parts.exists() and not any(parts.iterdir()):  # created, then interrupted at once
+        parts.rmdir()
     if parts.exists():
         same = False
         if state.is_file():
@@ -554,8 +556,8 @@ def images_command(
     """Embed a folder (or list) of images into a .npy matrix, one row per decodable image."""
     from sotalign.encoders import load_image_encoder
 
-    files = list_images(input)
     _check_out(out, overwrite)
+    files = list_images(input)
     options = {"pooling": pooling} if encoder.lower().startswith("hf:") else {}
     if pooling != "cls+mean" and not options:
         raise ConfigError("--pooling applies to hf: image encoders only")
@@ -594,8 +596,8 @@ def texts_command(
     """Embed texts into a .npy matrix, one row per text, in file order."""
     from sotalign.encoders import load_text_encoder
 
-    texts = read_texts(input, field_name)
     _check_out(out, overwrite)
+    texts = read_texts(input, field_name)
     enc = load_text_encoder(encoder, device=device)
     result = embed_text_list(
         enc,
