@@ -1,0 +1,444 @@
+"""KLOT forward+backward speed, memory and accuracy, all methods side by side in one run.
+
+Problem: unpaired batch of n images and n texts, student embeddings d = 1024, teacher embeddings
+d* = 384 (L2-normalised rows with cluster structure, cosines roughly in [-0.7, 0.95]),
+eps = 0.05 (student), eps* = 0.01 (teacher). One "step" = both Sinkhorn solves + KL value +
+gradient with respect to the image embeddings (and the text embeddings for our paths).
+
+Methods:
+  reference      log-domain Sinkhorn of SPEC §3 (100 fixed iterations, LSE over an n×n temporary
+                 per half-step) + closed-form gradient (``sotalign.ot.klot(method="log")``)
+  pot            POT ``ot.sinkhorn(method="sinkhorn_log")`` (100 iterations) + closed form
+  autograd       backpropagation through 100 unrolled log-domain iterations (float32)
+  dense-100      ours, dense, 100 fixed iterations (``klot_embeddings(mode="dense")``)
+  dense-tol      ours, dense, tol = 1e-4 (eps-scaling + over-relaxation)
+  tiled-tol      ours, tiled (no n×n matrix), tol = 1e-4
+  tiled-k        ours, tiled, a fixed small number of iterations (the 50k run)
+Accuracy is measured against a float64 run to a tight tolerance (our scaling solver in float64;
+that solver is tested against POT and the log-domain reference in tests/test_ot*.py).
+The memory-bandwidth floor is the measured time of one float32 n×n matrix-vector product
+(median of 20) times the number of matrix-vector passes: two per Sinkhorn iteration per solve.
+
+Usage (the committed results):
+    .venv/bin/python benchmarks/klot_speed.py --out benchmarks/results/klot_speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sotalign import ot as sot
+
+Step = Callable[[], dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+def make_batch(n: int, d: int = 1024, dt_: int = 384, seed: int = 0, k: int = 64) -> tuple:
+    """Clustered unit embeddings: a shared 32-d latent seen through fixed random maps + noise."""
+    g = torch.Generator().manual_seed(seed)
+    r = 32
+    C = torch.randn(k, r, generator=g)
+    Wx = torch.randn(r, d, generator=g)
+    Wy = torch.randn(r, d, generator=g)
+    Wt = torch.randn(r, dt_, generator=g)
+    hx = C[torch.randint(k, (n,), generator=g)] + 0.5 * torch.randn(n, r, generator=g)
+    hy = C[torch.randint(k, (n,), generator=g)] + 0.5 * torch.randn(n, r, generator=g)
+    iso = 0.15 * math.sqrt(r)
+    N = torch.nn.functional.normalize
+    zx = N(hx @ Wx + iso * torch.randn(n, d, generator=g), dim=1)
+    zy = N(hy @ Wx + 0.5 * (hy @ Wy) / math.sqrt(r) + iso * torch.randn(n, d, generator=g), dim=1)
+    tx = N(hx @ Wt + iso * torch.randn(n, dt_, generator=g), dim=1)
+    ty = N(hy @ Wt + iso * torch.randn(n, dt_, generator=g), dim=1)
+    return zx.contiguous(), zy.contiguous(), tx.contiguous(), ty.contiguous()
+
+
+# ------------------------------------------------------------------------------------------------
+# memory: peak resident set size of this process during a call (Linux VmHWM, reset per call)
+# ------------------------------------------------------------------------------------------------
+def _status(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn: Step) -> tuple[float, int, dict[str, Any]]:
+    """(seconds, peak extra bytes over the resident set before the call, fn's output)."""
+    import gc
+
+    gc.collect()
+    ok = _reset_peak()
+    base = _status("VmRSS")
+    t0 = time.perf_counter()
+    out = fn()
+    sec = time.perf_counter() - t0
+    peak = _status("VmHWM") - base if ok else -1
+    return sec, peak, out
+
+
+# ------------------------------------------------------------------------------------------------
+# methods (each returns value, grad wrt zx, marginal errors, iterations)
+# ------------------------------------------------------------------------------------------------
+EPS, EPS_T = 0.05, 0.01
+
+
+def _ours(zx, zy, tx, ty, **kw) -> Step:
+    def step() -> dict[str, Any]:
+        x = zx.clone().requires_grad_(True)
+        y = zy.clone().requires_grad_(True)
+        loss, info = sot.klot_embeddings(x, y, tx, ty, eps=EPS, eps_teacher=EPS_T, **kw)
+        loss.backward()
+        return {"value": float(loss), "grad": x.grad, **info.as_dict()}
+
+    return step
+
+
+def _reference(zx, zy, tx, ty) -> Step:
+    def step() -> dict[str, Any]:
+        x = zx.clone().requires_grad_(True)
+        K = x @ zy.T
+        with torch.no_grad():
+            Kt = tx @ ty.T
+        holder: dict[str, Any] = {}
+        val = sot._KLOTFunction.apply(K, Kt, EPS, EPS_T, 100, None, "log", holder)
+        val.backward()
+        info = holder["info"]
+        return {"value": float(val), "grad": x.grad, **info.as_dict()}
+
+    return step
+
+
+def _pot(zx, zy, tx, ty) -> Step:
+    import ot as pot
+
+    def step() -> dict[str, Any]:
+        n, m = zx.shape[0], zy.shape[0]
+        a = torch.full((n,), 1.0 / n)
+        b = torch.full((m,), 1.0 / m)
+        K = zx @ zy.T
+        P = pot.sinkhorn(a, b, -K, reg=EPS, method="sinkhorn_log", numItermax=100, stopThr=0.0)
+        del K
+        Kt = tx @ ty.T
+        Ps = pot.sinkhorn(a, b, -Kt, reg=EPS_T, method="sinkhorn_log", numItermax=100, stopThr=0.0)
+        del Kt
+        val = float((Ps * (Ps.clamp_min(1e-38).log() - P.clamp_min(1e-38).log())).sum())
+        G = (P - Ps) / EPS
+        err = float((P.sum(1) - a).abs().sum() + (P.sum(0) - b).abs().sum())
+        err_t = float((Ps.sum(1) - a).abs().sum() + (Ps.sum(0) - b).abs().sum())
+        return {
+            "value": val,
+            "grad": G @ zy,
+            "marginal_error": err,
+            "marginal_error_teacher": err_t,
+            "n_iter": 100,
+            "n_iter_teacher": 100,
+        }
+
+    return step
+
+
+def _autograd(zx, zy, tx, ty) -> Step:
+    def unrolled(K: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
+        n, m = K.shape
+        L = K / eps
+        la, lb = -math.log(n), -math.log(m)
+        v = torch.zeros(m)
+        u = torch.zeros(n)
+        for _ in range(iters):
+            u = la - torch.logsumexp(L + v[None, :], dim=1)
+            v = lb - torch.logsumexp(L + u[:, None], dim=0)
+        return L + u[:, None] + v[None, :]
+
+    def step() -> dict[str, Any]:
+        x = zx.clone().requires_grad_(True)
+        log_p = unrolled(x @ zy.T, EPS, 100)
+        with torch.no_grad():
+            log_ps = unrolled(tx @ ty.T, EPS_T, 100)
+        val = (log_ps.exp() * (log_ps - log_p)).sum()
+        val.backward()
+        P = log_p.detach().exp()
+        Ps = log_ps.exp()
+        n = P.shape[0]
+        err = float((P.sum(1) - 1 / n).abs().sum() + (P.sum(0) - 1 / n).abs().sum())
+        err_t = float((Ps.sum(1) - 1 / n).abs().sum() + (Ps.sum(0) - 1 / n).abs().sum())
+        return {
+            "value": float(val),
+            "grad": x.grad,
+            "marginal_error": err,
+            "marginal_error_teacher": err_t,
+            "n_iter": 100,
+            "n_iter_teacher": 100,
+        }
+
+    return step
+
+
+def float64_reference(zx, zy, tx, ty, tol: float, max_iter: int) -> dict[str, Any]:
+    """KL value and gradient wrt zx from float64 solves run to ``tol``."""
+    x = zx.double().requires_grad_(True)
+    loss, info = sot.klot_embeddings(
+        x,
+        zy.double(),
+        tx.double(),
+        ty.double(),
+        eps=EPS,
+        eps_teacher=EPS_T,
+        n_iter=max_iter,
+        tol=tol,
+        mode="dense",
+    )
+    loss.backward()
+    return {"value": float(loss), "grad": x.grad.float(), **info.as_dict()}
+
+
+def gemv_seconds(n: int, reps: int = 20) -> float:
+    E = torch.rand(n, n)
+    v = torch.rand(n)
+    E.mv(v)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        E.mv(v)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+# ------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("Model name", "L2 cache", "L3 cache", "Hypervisor vendor"):
+                info[k.strip()] = v.strip()
+        info["mem_total_gb"] = round(_meminfo("MemTotal") / 2**30, 1)
+    except OSError:
+        pass
+    return info
+
+
+def _meminfo(key: str) -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+_ENV = {
+    # every allocation above 128 KiB is its own mapping, returned to the OS when freed, so the
+    # resident-set peak of a call measures what the call allocated
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    # OpenMP threads sleep instead of spinning while waiting (the machine's cores are shared)
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def main() -> None:
+    if any(os.environ.get(k) != v for k, v in _ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_ENV})
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    p.add_argument("--tiled-n", type=int, default=50000, help="tiled-only run size (0: skip)")
+    p.add_argument("--tiled-iters", type=int, default=1, help="iterations per solve there")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument(
+        "--slow-max-n", type=int, default=4096, help="largest n for the reference and POT baselines"
+    )
+    p.add_argument("--ref-tol", type=float, default=1e-5, help="float64 reference tolerance")
+    p.add_argument("--autograd-max-n", type=int, default=1024)
+    p.add_argument("--tiled-tol-max-n", type=int, default=1024)
+    p.add_argument("--out", default="benchmarks/results/klot_speed")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cmd = "python " + " ".join(sys.argv)
+    load0 = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        payload = {
+            "command": cmd,
+            "env": _ENV,
+            "started_utc": started,
+            "machine": machine(),
+            "load_avg_start": load0,
+            "load_avg_now": os.getloadavg(),
+            "settings": {
+                "eps": EPS,
+                "eps_teacher": EPS_T,
+                "d": 1024,
+                "d_teacher": 384,
+                "tol": args.tol,
+                "repeats": args.repeats,
+                "threads": args.threads,
+            },
+            "rows": rows,
+        }
+        out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+        out.with_suffix(".md").write_text(render(payload))
+
+    for n in args.sizes:
+        zx, zy, tx, ty = make_batch(n)
+        t_gemv = gemv_seconds(n)
+        print(f"n={n}: gemv {t_gemv * 1e3:.2f} ms", flush=True)
+        t0 = time.perf_counter()
+        ref = float64_reference(zx, zy, tx, ty, tol=args.ref_tol, max_iter=10000)
+        print(
+            f"  float64 reference {time.perf_counter() - t0:.1f}s: KL {ref['value']:.6f} "
+            f"err {ref['marginal_error']:.1e}/{ref['marginal_error_teacher']:.1e} "
+            f"iters {ref['n_iter']}/{ref['n_iter_teacher']}",
+            flush=True,
+        )
+        methods: list[tuple[str, Step, int]] = []
+        slow_reps = args.repeats if n <= 4096 else 1
+        if n <= args.slow_max_n:
+            methods.append(("reference", _reference(zx, zy, tx, ty), slow_reps))
+            methods.append(("pot", _pot(zx, zy, tx, ty), 1 if n > 2048 else args.repeats))
+        if n <= args.autograd_max_n:
+            methods.append(("autograd", _autograd(zx, zy, tx, ty), 1))
+        methods.append(("dense-100", _ours(zx, zy, tx, ty, mode="dense", n_iter=100), args.repeats))
+        methods.append(
+            (
+                "dense-tol",
+                _ours(zx, zy, tx, ty, mode="dense", n_iter=5000, tol=args.tol),
+                args.repeats,
+            )
+        )
+        if n <= args.tiled_tol_max_n:
+            methods.append(
+                ("tiled-tol", _ours(zx, zy, tx, ty, mode="tiled", n_iter=5000, tol=args.tol), 1)
+            )
+        for name, fn, reps in methods:
+            times, peaks = [], []
+            res: dict[str, Any] = {}
+            for _ in range(reps):
+                sec, peak, res = measure(fn)
+                times.append(sec)
+                peaks.append(peak)
+            rows.append(summarise(name, n, times, peaks, res, ref, t_gemv))
+            r = rows[-1]
+            print(
+                f"  {name:10s} {r['time_s']:8.2f}s peak {r['peak_mb']:8.0f} MB "
+                f"err {r['marginal_error']:.1e}/{r['marginal_error_teacher']:.1e} "
+                f"KL relerr {r['kl_rel_error']:.1e} grad relerr {r['grad_rel_error']:.1e}",
+                flush=True,
+            )
+            save()
+        del zx, zy, tx, ty
+    if args.tiled_n:
+        n = args.tiled_n
+        zx, zy, tx, ty = make_batch(n)
+        fn = _ours(zx, zy, tx, ty, mode="tiled", n_iter=args.tiled_iters)
+        sec, peak, res = measure(fn)
+        rows.append(summarise(f"tiled-{args.tiled_iters}it", n, [sec], [peak], res, None, None))
+        r = rows[-1]
+        print(f"n={n} tiled: {sec:.1f}s peak {peak / 2**20:.0f} MB", flush=True)
+        save()
+    save()
+    print(render({"rows": rows}))
+
+
+def summarise(
+    name: str,
+    n: int,
+    times: list[float],
+    peaks: list[int],
+    res: dict[str, Any],
+    ref: dict[str, Any] | None,
+    t_gemv: float | None,
+) -> dict[str, Any]:
+    passes = 2 * (int(res["n_iter"]) + int(res["n_iter_teacher"]))
+    row: dict[str, Any] = {
+        "n": n,
+        "method": name,
+        "time_s": statistics.median(times),
+        "times_s": times,
+        "peak_mb": max(peaks) / 2**20,
+        "peak_nxn_f32": max(peaks) / (4.0 * n * n),
+        "marginal_error": float(res["marginal_error"]),
+        "marginal_error_teacher": float(res["marginal_error_teacher"]),
+        "n_iter": int(res["n_iter"]),
+        "n_iter_teacher": int(res["n_iter_teacher"]),
+        "value": float(res["value"]),
+        "finite": bool(
+            math.isfinite(float(res["value"])) and bool(torch.isfinite(res["grad"]).all())
+        ),
+    }
+    if ref is not None:
+        row["kl_rel_error"] = abs(row["value"] - ref["value"]) / abs(ref["value"])
+        row["grad_rel_error"] = float((res["grad"] - ref["grad"]).norm() / ref["grad"].norm())
+        row["ref_value"] = ref["value"]
+        row["ref_marginal_errors"] = [ref["marginal_error"], ref["marginal_error_teacher"]]
+    else:
+        row["kl_rel_error"] = float("nan")
+        row["grad_rel_error"] = float("nan")
+    if t_gemv is not None:
+        row["gemv_ms"] = t_gemv * 1e3
+        row["bandwidth_floor_s"] = passes * t_gemv
+        row["floor_200_passes_s"] = 200 * t_gemv
+        row["time_over_floor"] = row["time_s"] / row["bandwidth_floor_s"]
+    return row
+
+
+def render(payload: dict[str, Any]) -> str:
+    rows = payload["rows"]
+    lines = [
+        "| n | method | time (s) | vs reference | peak MB | peak / n×n f32 | marg. err "
+        "(student / teacher) | iters (s / t) | KL rel. err | grad rel. err | "
+        "time / GEMV floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ref_time = {r["n"]: r["time_s"] for r in rows if r["method"] == "reference"}
+    for r in rows:
+        speed = f"{ref_time[r['n']] / r['time_s']:.1f}×" if r["n"] in ref_time else "–"
+        floor = f"{r['time_over_floor']:.2f}" if "time_over_floor" in r else "–"
+        lines.append(
+            f"| {r['n']} | {r['method']} | {r['time_s']:.2f} | {speed} | {r['peak_mb']:.0f} | "
+            f"{r['peak_nxn_f32']:.2f} | {r['marginal_error']:.1e} / "
+            f"{r['marginal_error_teacher']:.1e} | {r['n_iter']} / {r['n_iter_teacher']} | "
+            f"{r['kl_rel_error']:.1e} | {r['grad_rel_error']:.1e} | {floor} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
