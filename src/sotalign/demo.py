@@ -118,6 +118,7 @@ def run_demo(
     from_scratch: bool = False,
     progress: bool = True,
     root: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the comparison, print the table, write ``results.json`` and ``results.png``."""
     from .cli import console, print_metrics
@@ -137,7 +138,7 @@ def run_demo(
         f"{len(data.unpaired_images)} unpaired images, {len(data.unpaired_texts)} unpaired "
         f"texts; test: {len(data.test_images)} images / {len(data.test_texts)} captions"
     )
-    report = compare(data, pairs, seed, progress)
+    report = compare(data, pairs, seed, progress, settings)
     report["total_seconds"] = time.perf_counter() - t0
     print_metrics(report["results"], extra=("zero-shot group",))
     sel = report["results"]["SOTAlign"].get("selection")
