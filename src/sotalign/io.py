@@ -271,13 +271,16 @@ def _read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
     """Read and check the magic string and header of an .npy stream."""
     fmt = np.lib.format
     try:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            shape, fortran, dtype = fmt._read_array_header(fh, version)
+        with warnings.catch_warnings():
+            # The header is a Python literal; odd bytes in it must not print syntax warnings.
+            warnings.simplefilter("ignore")
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+            else:
+                shape, fortran, dtype = fmt._read_array_header(fh, version)
     except Exception as exc:
         raise InputError(
             f"{where}: not a valid .npy file ({_reason(exc)}); re-create it with numpy.save"
@@ -886,14 +889,16 @@ def _index_from_npy(p: Path) -> np.ndarray:
             raise InputError(f"{where}: index values exceed int64; they cannot be image rows")
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
-        finite = np.isfinite(arr)
-        if not finite.all() or (arr != np.round(arr)).any():
-            i = int(np.flatnonzero(~finite | (arr != np.round(arr)))[0])
+        a64 = arr.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(a64) | (a64 != np.round(a64))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{where}: entry {i} is {arr[i]!r}, not a whole number; the index needs integer"
-                " image rows"
+                f"{where}: entry {i} is {arr[i].item()!r}, not a whole number; the index needs"
+                " integer image rows"
             )
-        if arr.size and np.abs(arr).max() >= 2**63:
+        if arr.size and np.abs(a64).max() >= 2**63:
             raise InputError(f"{where}: index values exceed int64; they cannot be image rows")
         return arr.astype(np.int64)
     raise InputError(
