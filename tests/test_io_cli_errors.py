@@ -288,11 +288,6 @@ def test_eval_refuses_nan_embeddings(model, work, capsys, monkeypatch):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py encode: load the input with _load(path, ..., check=True) (NaN rows are"
-    " encoded to NaN outputs silently); remove this marker once it does",
-)
 def test_encode_refuses_nan_embeddings(model, work, capsys, monkeypatch):
     args = ["encode", "--model", "model", "--texts", "B_nan.npy", "--out", "z.npy"]
     expect_cli_error(args, capsys, monkeypatch, work, "B_nan.npy: row 5 holds NaN")

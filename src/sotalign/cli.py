@@ -84,12 +84,21 @@ def load_params(config: Path | None, sets: list[str] | None) -> dict[str, Any]:
 
 
 def _load(path: Path | None, what: str, check: bool = False) -> Any:
-    """Read an embedding file; with ``check`` also refuse NaN/Inf rows (chunked scan)."""
+    """Read an embedding file; with ``check`` also refuse NaN/Inf rows (chunked scan).
+
+    ``FILE::NAME`` picks the array ``NAME`` of an HDF5, npz, safetensors or parquet file that
+    holds several.
+    """
     if path is None:
         return None
     from .io import check_finite, load_embeddings
 
-    arr = load_embeddings(path)
+    key = None
+    text = str(path)
+    if "::" in text and not Path(text).exists():
+        text, key = text.rsplit("::", 1)
+        path = Path(text)
+    arr = load_embeddings(path, key=key)
     if check:
         check_finite(arr, str(path))
     return arr
@@ -247,11 +256,10 @@ def encode(
     if (images is None) == (texts is None):
         raise ConfigError("give exactly one of --images or --texts")
     est = SOTAlign.load(model)
-    Z = (
-        est.encode_images(_load(images, "images"))
-        if images is not None
-        else est.encode_texts(_load(texts, "texts"))
-    )
+    if images is not None:
+        Z = est.encode_images(_load(images, "images", check=True))
+    else:
+        Z = est.encode_texts(_load(texts, "texts", check=True))
     Z = Z.astype(np.float16 if float16 else np.float32)
     with atomic_write(out, "wb") as fh:
         np.save(fh, Z)

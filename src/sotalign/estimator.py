@@ -422,8 +422,7 @@ class SOTAlign:
     @classmethod
     def load(cls, path: str | Path) -> SOTAlign:
         """Load a model folder written by :meth:`save` (never unpickles anything)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from .io import check_format_version, load_safetensors
 
         path = Path(path)
         cfg_path = path / CONFIG_FILE
@@ -433,16 +432,10 @@ class SOTAlign:
             cfg = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{cfg_path}: unreadable JSON ({exc})") from exc
-        version = cfg.get("format_version")
-        if version != FORMAT_VERSION:
-            raise InputError(
-                f"{path}: model format version {version} but this sotalign reads version "
-                f"{FORMAT_VERSION}; refit the model or use a matching sotalign release"
-            )
-        try:
-            state = load_file(str(path / WEIGHTS_FILE))
-        except (OSError, SafetensorError, ValueError) as exc:
-            raise InputError(f"{path / WEIGHTS_FILE}: cannot read weights ({exc})") from exc
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("params"), dict):
+            raise InputError(f"{cfg_path}: not a sotalign model config (no 'params' mapping)")
+        check_format_version(cfg.get("format_version"), FORMAT_VERSION, path)
+        state, _ = load_safetensors(path / WEIGHTS_FILE)
         params = {k: v for k, v in cfg["params"].items() if k in PARAM_NAMES}
         if isinstance(params.get("alpha_grid"), list):
             params["alpha_grid"] = tuple(params["alpha_grid"])

@@ -1160,7 +1160,7 @@ def check_format_version(found: Any, expected: Any, path: PathLike) -> None:
     if found is None:
         raise InputError(
             f"{path}: no format version recorded; this is not a sotalign model folder (or it is"
-            " damaged): pass the folder written by `sotalign train`"
+            " damaged): pass the folder written by `sotalign fit`"
         )
     if str(found) != str(expected):
         raise InputError(

@@ -101,8 +101,21 @@ def inv_sqrt_psd(S: Tensor, floor: float = 1e-6) -> Tensor:
     return (evecs * evals.clamp_min(floor).rsqrt()) @ evecs.T
 
 
+def _keep_nondegenerate(s: Tensor, rank_tol: float) -> int:
+    """Number of leading singular values above ``rank_tol · s_max``.
+
+    With fewer pairs than dimensions the cross-covariance has rank ≤ n_p − 1; the singular
+    vectors of its (numerically) zero singular values span the null spaces in an arbitrary
+    pairing that changes with the BLAS thread count. Those directions carry no shared signal,
+    so they are dropped; with n_p > d nothing is dropped and all d' components are kept.
+    """
+    if s.numel() == 0 or float(s[0]) <= 0:
+        return int(s.numel())
+    return max(1, int((s > rank_tol * s[0]).sum()))
+
+
 def cca_fit(
-    A: Tensor, B: Tensor, reg: float = 0.1
+    A: Tensor, B: Tensor, reg: float = 0.1, rank_tol: float = 1e-6
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Ridge CCA of SPEC §2, in float64.
 
@@ -111,8 +124,9 @@ def cca_fit(
 
         T = Σ_xx^{-1/2} S_xy Σ_yy^{-1/2} = U diag(ρ) Vᵀ,  W_x = Σ_xx^{-1/2} U,  W_y = Σ_yy^{-1/2} V,
 
-    keeping all d' = min(d_x, d_y) components. Then W_xᵀ Σ_xx W_x = I, W_yᵀ Σ_yy W_y = I and
-    W_xᵀ S_xy W_y = diag(ρ) with ρ sorted in decreasing order, 0 ≤ ρ < 1.
+    keeping all d' = min(d_x, d_y) components (except exactly degenerate ones, ρ ≤ rank_tol·ρ₁,
+    which exist only when n_p ≤ d; see :func:`_keep_nondegenerate`). Then W_xᵀ Σ_xx W_x = I,
+    W_yᵀ Σ_yy W_y = I and W_xᵀ S_xy W_y = diag(ρ) with ρ sorted in decreasing order, 0 ≤ ρ < 1.
 
     Returns (μ_A, μ_B, W_x, W_y, ρ).
     """
@@ -130,20 +144,25 @@ def cca_fit(
     Rx = inv_sqrt_psd(S_xx + reg * eye_x)
     Ry = inv_sqrt_psd(S_yy + reg * eye_y)
     U, rho, Vh = torch.linalg.svd(Rx @ S_xy @ Ry, full_matrices=False)
-    return mu_a, mu_b, Rx @ U, Ry @ Vh.T, rho
+    k = _keep_nondegenerate(rho, rank_tol)
+    return mu_a, mu_b, Rx @ U[:, :k], Ry @ Vh[:k].T, rho[:k]
 
 
-def procrustes_fit(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def procrustes_fit(
+    A: Tensor, B: Tensor, rank_tol: float = 1e-6
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Orthogonal Procrustes without whitening (SPEC §2).
 
-    Rows L2-normalised and centred; thin SVD A_cᵀB_c = U S Vᵀ; W_x = U, W_y = V.
+    Rows L2-normalised and centred; thin SVD A_cᵀB_c = U S Vᵀ; W_x = U, W_y = V (exactly
+    degenerate directions dropped as in :func:`cca_fit`).
     Returns (μ_A, μ_B, W_x, W_y, S).
     """
     A = l2_normalize(A.double())
     B = l2_normalize(B.double())
     mu_a, mu_b = A.mean(0), B.mean(0)
     U, S, Vh = torch.linalg.svd((A - mu_a).T @ (B - mu_b), full_matrices=False)
-    return mu_a, mu_b, U, Vh.T, S
+    k = _keep_nondegenerate(S, rank_tol)
+    return mu_a, mu_b, U[:, :k], Vh[:k].T, S[:k]
 
 
 class LinearTeacher:
