@@ -99,3 +99,21 @@ def test_training_logs_loss_terms_and_ot_diagnostics(two_view):
     h = res.history[-1]
     for key in ("loss", "sup", "div", "marginal_error", "lr"):
         assert key in h and np.isfinite(h[key]), key
+
+
+def test_teacher_head_starts_exactly_at_the_teacher(two_view):
+    from sotalign.teachers import l2_normalize
+
+    A, B = two_view.pairs(100, 1)
+    Ti, Tt = two_view.pairs(30, 2)
+    teacher = CCATeacher().fit(A, B)
+    model = AlignmentModel(A.shape[1], B.shape[1], dim=64, head="teacher", teacher=teacher)
+    with torch.no_grad():
+        K_student = model.embed_images(torch.tensor(Ti)) @ model.embed_texts(torch.tensor(Tt)).T
+    K_teacher = teacher.affinity(Ti, Tt)
+    torch.testing.assert_close(K_student, K_teacher, atol=1e-5, rtol=0)
+    # a wider teacher than the head is truncated, a random init is not the teacher
+    other = AlignmentModel(A.shape[1], B.shape[1], dim=64, head="linear", teacher=teacher)
+    with torch.no_grad():
+        K_rand = l2_normalize(other.f(torch.tensor(Ti))) @ l2_normalize(other.g(torch.tensor(Tt))).T
+    assert not torch.allclose(K_rand, K_teacher, atol=1e-2)

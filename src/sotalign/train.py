@@ -134,6 +134,9 @@ class AlignmentModel(nn.Module):
         super().__init__()
         self.f = make_head(head, d_x, dim)
         self.g = make_head(head, d_y, dim)
+        if head == "teacher" and teacher is not None:
+            self.f.init_from_teacher(teacher.mu_a_, teacher.w_x_)  # type: ignore[operator]
+            self.g.init_from_teacher(teacher.mu_b_, teacher.w_y_)  # type: ignore[operator]
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.teacher = teacher
