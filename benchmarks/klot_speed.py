@@ -271,7 +271,7 @@ def main() -> None:
     if any(os.environ.get(k) != v for k, v in _ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_ENV})
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096, 8192])
     p.add_argument("--tiled-n", type=int, default=50000, help="tiled-only run size (0: skip)")
     p.add_argument("--tiled-iters", type=int, default=1, help="iterations per solve there")
     p.add_argument("--repeats", type=int, default=3)
@@ -284,7 +284,11 @@ def main() -> None:
     p.add_argument("--autograd-max-n", type=int, default=1024)
     p.add_argument("--tiled-tol-max-n", type=int, default=1024)
     p.add_argument("--out", default="benchmarks/results/klot_speed")
+    p.add_argument("--render", nargs="+", metavar="JSON", help="only print tables of results")
     args = p.parse_args()
+    if args.render:
+        print(render_files(args.render))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cmd = "python " + " ".join(sys.argv)
@@ -420,24 +424,49 @@ def summarise(
 
 
 def render(payload: dict[str, Any]) -> str:
+    """Markdown table (plus the run's command, machine and settings when present)."""
     rows = payload["rows"]
-    lines = [
-        "| n | method | time (s) | vs reference | peak MB | peak / n×n f32 | marg. err "
+    lines: list[str] = []
+    for key in (
+        "command",
+        "started_utc",
+        "machine",
+        "env",
+        "settings",
+        "load_avg_start",
+        "load_avg_now",
+    ):
+        if key in payload:
+            lines.append(f"- {key}: `{json.dumps(payload[key])}`")
+    if lines:
+        lines.append("")
+    lines += [
+        "| n | method | time (s) | speed-up vs reference | peak MB | peak / (4 n² B) | marg. err "
         "(student / teacher) | iters (s / t) | KL rel. err | grad rel. err | "
-        "time / GEMV floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "time / GEMV floor | time / 200-GEMV floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref_time = {r["n"]: r["time_s"] for r in rows if r["method"] == "reference"}
     for r in rows:
         speed = f"{ref_time[r['n']] / r['time_s']:.1f}×" if r["n"] in ref_time else "–"
         floor = f"{r['time_over_floor']:.2f}" if "time_over_floor" in r else "–"
+        f200 = f"{r['time_s'] / r['floor_200_passes_s']:.2f}" if "floor_200_passes_s" in r else "–"
         lines.append(
             f"| {r['n']} | {r['method']} | {r['time_s']:.2f} | {speed} | {r['peak_mb']:.0f} | "
             f"{r['peak_nxn_f32']:.2f} | {r['marginal_error']:.1e} / "
             f"{r['marginal_error_teacher']:.1e} | {r['n_iter']} / {r['n_iter_teacher']} | "
-            f"{r['kl_rel_error']:.1e} | {r['grad_rel_error']:.1e} | {floor} |"
+            f"{r['kl_rel_error']:.1e} | {r['grad_rel_error']:.1e} | {floor} | {f200} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def render_files(paths: list[str]) -> str:
+    """Render several result JSON files (e.g. the main run and the large tiled run)."""
+    parts = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        parts.append(f"### {Path(path).name}\n\n" + render(payload))
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

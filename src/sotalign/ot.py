@@ -20,6 +20,24 @@ KL of the two computed plans.
 
 All solves run in float32 or float64: half-precision inputs are upcast (eps* = 0.01 on cosines gives
 exponents up to 100).
+
+Solvers (all device-agnostic: CPU or CUDA tensors, results on the input's device):
+
+- ``"log"`` — the reference log-domain Sinkhorn of SPEC §3 (a log-sum-exp over an n×m temporary
+  per half-iteration). Used by tests and benchmarks as the reference.
+- ``"scaling"`` (dense default) — the kernel ``E = exp((K + f ⊕ g)/eps)`` is built once in one
+  n×m buffer, iterations are two matrix-vector products (memory-bound); scalings are absorbed into
+  the potentials when they leave ``[e^-25, e^25]`` and rows/columns whose sums underflow get the
+  exact log-domain update (Schmitzer 2019). With ``tol``: eps-scaling and adaptive
+  over-relaxation. The result says whether it had to stabilise (``stabilised``, ``extra``).
+- tiled — the log-domain updates computed from the embeddings one row tile at a time (one GEMM per
+  iteration, online log-sum-exp): memory O((n + m) d), never an n×m matrix.
+
+Memory (float32, n×m problems): ``klot_embeddings(mode="dense")`` peaks at 3 n×m matrices (teacher
+affinity, later overwritten by the student affinity; teacher kernel → P*; student kernel → P → G)
+and keeps none for the backward pass (it stores ``G zy`` and ``G^T zx``); ``klot`` on given
+matrices allocates 2 more n×m matrices besides its two inputs (4 in all) and keeps ``G``;
+``mode="tiled"`` holds only row tiles (``tile_bytes``, 256 MiB by default).
 """
 
 from __future__ import annotations
@@ -583,6 +601,8 @@ def sinkhorn(
         ):
             raise InputError(f"init must be a pair (f, g) of shapes ({n},) and ({m},)")
         if method == "log":
+            if init is not None:
+                raise ConfigError("init (warm start) needs method='scaling' or 'auto'")
             return _sinkhorn_log(Kc, eps, n_iter, tol, log_a, log_b)
         acc = (tol is not None) if accelerate is None else bool(accelerate)
         st = _sinkhorn_scaling(Kc, eps, n_iter, tol, log_a, log_b, accelerate=acc, init=init)
