@@ -40,3 +40,4 @@ def _register_methods() -> None:
 
 
 _register_methods()
+from . import trained  # noqa: E402,F401  (registers STRUCTURE, NNCLR, S-CLIP)
