@@ -182,9 +182,12 @@ def js_divergence_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     vanishing entries stay finite. Values lie in ``[0, log 2]``.
     """
     log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
-    return (0.5 * (kl_pm + kl_qm)).mean()
+
+    def kl_to_m(log_u: Tensor) -> Tensor:  # 0·log 0 = 0 for entries of zero probability
+        u = log_u.exp()
+        return torch.where(u > 0, u * (log_u - log_m), torch.zeros_like(u)).sum(-1)
+
+    return (0.5 * (kl_to_m(log_p) + kl_to_m(log_q))).mean()
 
 
 def _structure_logits(U: Tensor, tau: float) -> Tensor:
