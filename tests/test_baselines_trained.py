@@ -176,19 +176,19 @@ def test_methods_are_registered():
 
 
 @pytest.mark.parametrize(
-    "method, params",
+    "method, params, kw",
     [
-        ("structure", {}),
-        ("structure_semisup", {"lam": 1.0}),
-        ("nnclr", {}),
-        ("nnclr", {"k": 5}),
-        ("sclip", {}),
-        ("sclip", {"mode": "hard", "affinity": "input"}),
+        ("structure", {}, {}),
+        ("structure_semisup", {"lam": 1.0}, {}),
+        ("nnclr", {}, {}),
+        ("nnclr", {"k": 5}, {"batch_pairs": 16}),  # paired batches drawn from the 40 pairs
+        ("sclip", {}, {}),
+        ("sclip", {"mode": "hard", "affinity": "input", "sinkhorn_iters": 30}, {}),
     ],
 )
-def test_baselines_learn(problem, method, params):
+def test_baselines_learn(problem, method, params, kw):
     A, B, X, Y, Ti, Tt = problem
-    est = SOTAlign(method=method, method_params=params, **FAST).fit(A, B, X, Y)
+    est = SOTAlign(method=method, method_params=params, **{**FAST, **kw}).fit(A, B, X, Y)
     assert est.train_history_ and "sup" in est.train_history_[-1]
     assert _score(est, Ti, Tt) > 8.0  # chance: 100 / 400 = 0.25 %
 

@@ -282,7 +282,8 @@ def nearest_neighbours(
     best_i = torch.zeros((n_q, 0), dtype=torch.long, device=device)
     for s in range(0, n_p, chunk):
         e = min(s + chunk, n_p)
-        rows = l2_normalize(p_pool.gather(np.arange(s, e), device))
+        block = np.array(p_pool.array[s:e], dtype=np.float32)  # a slice: one read of a memmap
+        rows = l2_normalize(torch.from_numpy(block).to(device))
         sims = q @ rows.T
         kk = min(k, e - s)
         v, i = sims.topk(kk, dim=1)
