@@ -14,7 +14,10 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
         out=tmp_path,
         seed=0,
         progress=False,
-        settings={"steps": 8, "dim": 64, "alpha_grid": (0.1,)},
+        settings={
+            "sotalign": {"steps": 8, "dim": 64, "alpha_grid": (0.1,)},
+            "sail": {"steps": 8, "dim": 64},
+        },
     )
     printed = capsys.readouterr().out
     for name in ("SOTAlign", "SAIL", "CCA teacher"):

@@ -92,3 +92,15 @@ def test_teacher_errors():
         CCATeacher().fit(np.ones((1, 3)), np.ones((1, 3)))
     with pytest.raises(ConfigError):
         ContrastiveTeacher(loss="nope")
+
+
+@pytest.mark.parametrize("n", [20, 200])
+def test_inverse_square_root_low_rank_path_matches_eigh(n):
+    from sotalign.teachers import inv_sqrt_cov, inv_sqrt_psd
+
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(n, 64, generator=g, dtype=torch.float64)
+    Xc = X - X.mean(0)
+    S = Xc.T @ Xc / (n - 1)
+    ref = inv_sqrt_psd(S + 0.1 * torch.eye(64, dtype=S.dtype))
+    torch.testing.assert_close(inv_sqrt_cov(Xc, 0.1, S), ref, atol=1e-9, rtol=1e-9)

@@ -101,6 +101,26 @@ def inv_sqrt_psd(S: Tensor, floor: float = 1e-6) -> Tensor:
     return (evecs * evals.clamp_min(floor).rsqrt()) @ evecs.T
 
 
+def inv_sqrt_cov(Xc: Tensor, reg: float, S: Tensor, floor: float = 1e-6) -> Tensor:
+    """(S + λI)^{-1/2} for the covariance S = X_cᵀX_c/(n−1) of centred data X_c (n × d).
+
+    With n ≥ d: eigendecomposition of S + λI. With n < d, S has rank < n and the thin SVD
+    X_c/√(n−1) = U diag(s) Vᵀ gives the same matrix in O(n²d) instead of O(d³):
+
+        (S + λI)^{-1/2} = V diag((s² + λ)^{-1/2}) Vᵀ + (I − V Vᵀ)/√λ,
+
+    eigenvalues clamped below at ``floor`` exactly as in :func:`inv_sqrt_psd`.
+    """
+    n, d = Xc.shape
+    if n >= d:
+        return inv_sqrt_psd(S + reg * torch.eye(d, dtype=S.dtype, device=S.device), floor)
+    _, sv, Vh = torch.linalg.svd(Xc / math.sqrt(max(n - 1, 1)), full_matrices=False)
+    inner = (sv.square() + reg).clamp_min(floor).rsqrt()
+    outer = 1.0 / math.sqrt(max(reg, floor))
+    eye = torch.eye(d, dtype=Xc.dtype, device=Xc.device)
+    return (Vh.T * (inner - outer)) @ Vh + outer * eye
+
+
 def _keep_nondegenerate(s: Tensor, rank_tol: float) -> int:
     """Number of leading singular values above ``rank_tol · s_max``.
 
@@ -136,13 +156,11 @@ def cca_fit(
     mu_a, mu_b = A.mean(0), B.mean(0)
     Ac, Bc = A - mu_a, B - mu_b
     denom = max(n - 1, 1)
-    S_xx = Ac.T @ Ac / denom
-    S_yy = Bc.T @ Bc / denom
+    S_xx = Ac.T @ Ac / denom if n >= Ac.shape[1] else Ac.new_zeros(0)
+    S_yy = Bc.T @ Bc / denom if n >= Bc.shape[1] else Bc.new_zeros(0)
     S_xy = Ac.T @ Bc / denom
-    eye_x = torch.eye(S_xx.shape[0], dtype=S_xx.dtype)
-    eye_y = torch.eye(S_yy.shape[0], dtype=S_yy.dtype)
-    Rx = inv_sqrt_psd(S_xx + reg * eye_x)
-    Ry = inv_sqrt_psd(S_yy + reg * eye_y)
+    Rx = inv_sqrt_cov(Ac, reg, S_xx)
+    Ry = inv_sqrt_cov(Bc, reg, S_yy)
     U, rho, Vh = torch.linalg.svd(Rx @ S_xy @ Ry, full_matrices=False)
     k = _keep_nondegenerate(rho, rank_tol)
     return mu_a, mu_b, Rx @ U[:, :k], Ry @ Vh[:k].T, rho[:k]
