@@ -353,8 +353,10 @@ class SOTAlign:
         if not hasattr(self, "aligner_"):
             raise RuntimeError("this SOTAlign model is not fitted; call fit() or load() first")
 
-    def _encode(self, fn: Callable[[Any], Tensor], X: Any, d: int, what: str) -> Any:
+    def _encode(self, what: str, X: Any) -> Any:
         self._check_fitted()
+        fn = self.aligner_.encode_images if what == "images" else self.aligner_.encode_texts
+        d = self.d_x_ if what == "images" else self.d_y_
         is_torch = isinstance(X, Tensor)
         arr = X if is_torch else np.asarray(X)
         if arr.ndim != 2 or arr.shape[1] != d:
@@ -366,11 +368,11 @@ class SOTAlign:
 
     def encode_images(self, X: Any) -> Any:
         """Aligned, L2-normalised image embeddings (numpy in → numpy out, torch → torch)."""
-        return self._encode(self.aligner_.encode_images, X, self.d_x_, "images")
+        return self._encode("images", X)
 
     def encode_texts(self, Y: Any) -> Any:
         """Aligned, L2-normalised text embeddings (numpy in → numpy out, torch → torch)."""
-        return self._encode(self.aligner_.encode_texts, Y, self.d_y_, "texts")
+        return self._encode("texts", Y)
 
     # open_clip / CLIP_benchmark duck type
     encode_image = encode_images
