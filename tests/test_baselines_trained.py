@@ -234,6 +234,8 @@ def test_user_errors(problem):
         SOTAlign(method="nnclr", method_params={"k": 0}, **FAST).fit(A, B, X, Y)
     with pytest.raises(ConfigError, match="did you mean 'hard'"):
         SOTAlign(method="sclip", method_params={"mode": "hrad"}, **FAST).fit(A, B, X, Y)
+    with pytest.raises(ConfigError, match="mapping"):
+        SOTAlign(method="nnclr", method_params="k=5", **FAST).fit(A, B, X, Y)
     for method in ("structure_semisup", "nnclr", "sclip"):
         with pytest.raises(InputError, match="unpaired"):
             SOTAlign(method=method, **FAST).fit(A, B)

@@ -113,7 +113,13 @@ def contrastive(kind: str, K: Tensor, model: AlignmentModel) -> Tensor:
 
 def _params(est: Any, method: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """``est.method_params`` merged over ``defaults``; unknown keys raise :class:`ConfigError`."""
-    given = dict(getattr(est, "method_params", None) or {})
+    raw = getattr(est, "method_params", None) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"method_params must be a mapping such as {{\"{next(iter(defaults))}\": ...}},"
+            f" got {raw!r}"
+        )
+    given = dict(raw)
     for key in given:
         if key not in defaults:
             raise ConfigError(
@@ -167,9 +173,10 @@ def _train(est: Any, data: TrainData, val: Any, objective: Any) -> Any:
     return aligner
 
 
-def _sup(est_sup: str, model: AlignmentModel, batch: Batch, za: Tensor, zb: Tensor,
+def _sup(kind: str, model: AlignmentModel, za: Tensor, zb: Tensor,
          zx: Tensor | None = None, zy: Tensor | None = None) -> Tensor:
-    return supervised_loss(est_sup, za, zb, zx, zy, model.scale, model.bias)
+    """The estimator's supervised loss ``L_sup`` (``sup_loss``) on the paired batch."""
+    return supervised_loss(kind, za, zb, zx, zy, model.scale, model.bias)
 
 
 # ----------------------------------------------------------------------------- STRUCTURE
@@ -221,7 +228,7 @@ class StructureObjective:
         use_u = self.semisup and batch.x is not None and batch.y is not None
         zx = model.embed_images(batch.x) if use_u else None  # type: ignore[arg-type]
         zy = model.embed_texts(batch.y) if use_u else None  # type: ignore[arg-type]
-        sup = _sup(self.sup_loss, model, batch, za, zb, zx, zy)
+        sup = _sup(self.sup_loss, model, za, zb, zx, zy)
         if use_u:
             assert zx is not None and zy is not None and batch.x is not None
             assert batch.y is not None
@@ -330,7 +337,7 @@ class NNCLRObjective:
 
     def __call__(self, model: AlignmentModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         za, zb = model.embed_images(batch.a), model.embed_texts(batch.b)
-        sup = _sup(self.sup_loss, model, batch, za, zb)
+        sup = _sup(self.sup_loss, model, za, zb)
         n, dev = batch.a.shape[0], batch.a.device
         idx = np.arange(n) if batch.idx_pairs is None else np.asarray(batch.idx_pairs)
         zx_nn = model.embed_images(self._rows("x", idx, dev))
@@ -398,10 +405,10 @@ class SCLIPObjective:
     def __call__(self, model: AlignmentModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         za, zb = model.embed_images(batch.a), model.embed_texts(batch.b)
         if batch.x is None or batch.y is None:
-            sup = _sup(self.sup_loss, model, batch, za, zb)
+            sup = _sup(self.sup_loss, model, za, zb)
             return sup, {"sup": float(sup.detach())}
         zx, zy = model.embed_images(batch.x), model.embed_texts(batch.y)
-        sup = _sup(self.sup_loss, model, batch, za, zb, zx, zy)
+        sup = _sup(self.sup_loss, model, za, zb, zx, zy)
         if self.affinity == "input":
             k_img = l2_normalize(batch.x) @ l2_normalize(batch.a).T
             k_txt = l2_normalize(batch.y) @ l2_normalize(batch.b).T
