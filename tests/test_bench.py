@@ -1,0 +1,169 @@
+"""End-to-end tests of ``sotalign bench`` on tiny synthetic embedding files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sotalign.bench import bench_app, load_bench_data, parse_grid, parse_method_sets, run_bench
+from sotalign.errors import ConfigError, InputError
+from sotalign.synthetic import TwoView
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bench_data")
+    tv = TwoView(d_x=24, d_y=20, latent=6, noise=0.2, seed=3)
+    A, B = tv.pairs(120, seed=1)
+    X, Y = tv.unpaired(200, 200, seed=2)
+    TA, TB = tv.pairs(80, seed=4)
+    # two captions per test image: the second block repeats the images' latents with new noise
+    paths = {}
+    for name, arr in (("pa", A), ("pb", B), ("ux", X), ("uy", Y), ("ta", TA), ("tb", TB)):
+        paths[name] = d / f"{name}.npy"
+        np.save(paths[name], arr.astype(np.float16))
+    return paths
+
+
+def _cli(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "--out", str(out),
+        "--pairs-images", str(files["pa"]), "--pairs-texts", str(files["pb"]),
+        "--unpaired-images", str(files["ux"]), "--unpaired-texts", str(files["uy"]),
+        "--test-images", str(files["ta"]), "--test-texts", str(files["tb"]),
+        *extra,
+    ]
+
+
+def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    args = _cli(
+        files, out,
+        "--methods", "sotalign,sail", "--pairs", "20,60", "--seeds", "0,1,2",
+        "--set", "steps=15", "--set", "dim=16", "--set", "batch_unpaired=64",
+        "--method-set", "sotalign:alpha_grid=[0.1]", "--method-set", "sail:lr=0.001",
+        "--unpaired-sizes", "50,200", "--sweep-methods", "sotalign",
+        "--batch-sizes", "32", "--threads", "1",
+    )
+    res = CliRunner().invoke(bench_app, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    runs = data["runs"]
+    main = [r for r in runs if r["sweep"] == "pairs"]
+    # 2 methods x 2 pair counts x 3 seeds, then 2 unpaired sizes x 3 seeds, 1 batch x 3 seeds
+    assert len(main) == 12 and len(runs) == 12 + 6 + 3
+    assert not any(r.get("error") for r in runs)
+    assert {(r["method"], r["pairs"]) for r in main} == {
+        (m, n) for m in ("sotalign", "sail") for n in (20, 60)}
+    for r in runs:
+        m = r["test"]
+        assert 0.0 <= m["mean_R@1"] <= 100.0
+        assert m["mean_R@1"] == pytest.approx(0.5 * (m["i2t"]["R@1"] + m["t2i"]["R@1"]))
+        assert r["fit_seconds"] > 0
+        assert r["settings"]["seed"] == r["seed"]
+    # per-method overrides reached the estimator; common settings reached all methods
+    for r in main:
+        assert r["settings"]["steps"] == 15 and r["settings"]["dim"] == 16
+        if r["method"] == "sail":
+            assert r["settings"]["lr"] == 0.001 and r["selection"] == []
+        else:
+            assert r["settings"]["alpha_grid"] == [0.1]
+            cands = [c["candidate"] for c in r["selection"]]
+            assert cands == ["teacher:cca", "sail", "alpha=0.1"]
+            assert sum(c["selected"] for c in r["selection"]) == 1
+            assert r["selected"] in cands
+            assert r["unpaired"] == 200
+    # sweeps record what they varied
+    assert sorted({r["unpaired"] for r in runs if r["sweep"] == "unpaired"}) == [50, 200]
+    assert {r["settings"]["batch_unpaired"] for r in runs if r["sweep"] == "batch"} == {32}
+    # same seed, same draw: the nested pair draws differ between seeds
+    s0 = [r for r in main if r["method"] == "sail" and r["pairs"] == 20]
+    assert len({r["seed"] for r in s0}) == 3
+
+    # Markdown: mean ± std over seeds for every method x pairs cell, equal to the JSON
+    md = (out / "results.md").read_text()
+    assert "sotalign bench" in md and "--pairs 20,60" in md
+    for method in ("sotalign", "sail"):
+        for n in (20, 60):
+            vals = [r["test"]["mean_R@1"] for r in main if r["method"] == method
+                    and r["pairs"] == n]
+            cell = f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}"
+            row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
+            assert cell in row, (cell, row)
+    assert "vs unpaired samples" in md and "vs unpaired batch size" in md
+    assert "Diagnostics" in md
+
+    # PNG plots exist and are real PNG images
+    for name in ("pairs.png", "unpaired.png", "batch.png"):
+        raw = (out / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 2000
+    assert data["plots"] == ["pairs.png", "unpaired.png", "batch.png"]
+
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert 0.0 <= diag["mutual_knn"]["value"] <= 1.0 and diag["mutual_knn"]["k"] == 10
+    assert diag["ssw_images"]["ssw"] >= 0 and diag["ssw_texts"]["floor"] >= 0
+    assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporary files
+
+    # --resume keeps every run and re-renders without refitting
+    res2 = CliRunner().invoke(bench_app, [*args, "--resume"])
+    assert res2.exit_code == 0, res2.output
+    data2 = json.loads((out / "results.json").read_text())
+    assert [r["test"] for r in data2["runs"]] == [r["test"] for r in runs]
+    assert data2["elapsed_seconds"] < 30
+
+
+def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) -> None:
+    data = load_bench_data(
+        pairs_images=files["pa"], pairs_texts=files["pb"], test_images=files["ta"],
+        test_texts=files["tb"])
+    res = run_bench(data, tmp_path / "g", methods=["asif"], pairs=[60], seeds=[0, 1, 2],
+                    grids=parse_grid(["asif:method_params.k=5|30"]), log=lambda s: None)
+    for r in res["runs"]:
+        assert [g["candidate"] for g in r["grid"]] == [
+            {"method_params.k": 5}, {"method_params.k": 30}]
+        best = max(r["grid"], key=lambda g: g["val_mean_R@1"])
+        assert best["selected"]
+        assert r["settings"]["method_params"] == {"k": best["candidate"]["method_params.k"]}
+
+
+def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
+    idx = tmp_path / "idx.txt"
+    idx.write_text("\n".join(str(i) for i in range(79)) + "\n")
+    with pytest.raises(InputError, match=r"idx\.txt"):
+        load_bench_data(pairs_images=files["pa"], pairs_texts=files["pb"],
+                        test_images=files["ta"], test_texts=files["tb"], test_index=idx)
+    with pytest.raises(ConfigError, match="--dataset"):
+        load_bench_data()
+    with pytest.raises(ConfigError, match=r"did you mean 'emoji'"):
+        load_bench_data("emojj")
+    with pytest.raises(ConfigError, match="METHOD:key=value"):
+        parse_method_sets(["steps=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'stpes'"):
+        parse_method_sets(["sail:stpes=3"])
+    with pytest.raises(ConfigError, match="grid key"):
+        parse_grid(["asif:k=1|2"])
+    data = load_bench_data(pairs_images=files["pa"], pairs_texts=files["pb"],
+                           test_images=files["ta"], test_texts=files["tb"])
+    with pytest.raises(ConfigError, match=r"unknown method 'sial'.*sail"):
+        run_bench(data, tmp_path / "e", methods=["sial"], log=lambda s: None)
+    with pytest.raises(InputError, match="outside"):
+        run_bench(data, tmp_path / "e2", methods=["cca"], pairs=[500], seeds=[0],
+                  log=lambda s: None)
+    # user error through the CLI: exit status != 0 and a message naming the option
+    res = CliRunner().invoke(bench_app, ["--out", str(tmp_path / "c"), "--pairs", "x"])
+    assert res.exit_code != 0
+    assert re.search("--dataset|--pairs", str(res.exception) + res.output)
