@@ -157,6 +157,8 @@ def test_load_splits_and_pair_draws(built) -> None:
     data = wn.load_wordnet(out)
     s = data.summary()
     assert s["n"] == manifest["n"]
+    assert data.pos is not None and len(data.pos) == s["n"]
+    assert set(data.pos) == {"n", "v", "a", "r"}
     parts = [data.test_idx, data.val_idx, data.pair_pool_idx, data.unpaired_x_idx,
              data.unpaired_y_idx]
     allidx = np.concatenate(parts)

@@ -388,6 +388,7 @@ class WordNetData:
     unpaired_y_idx: np.ndarray
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    pos: np.ndarray | None = None  # part of speech of each gloss: 'n', 'v', 'a' or 'r'
 
     @property
     def n(self) -> int:
@@ -510,7 +511,9 @@ def load_wordnet(
     y = np.load(path / Y_FILE, mmap_mode="r")
     with open(path / GLOSS_FILE, encoding="utf-8") as fh:
         next(fh)
-        glosses = [line.rstrip("\n").split("\t", 2)[2] for line in fh]
+        rows = [line.rstrip("\n").split("\t", 2) for line in fh]
+    glosses = [r[2] for r in rows]
+    pos = np.array([r[0] for r in rows], dtype="<U1")
     n = int(manifest["n"])
     if x.shape[0] != n or y.shape[0] != n or len(glosses) != n:
         raise _missing(path, f"is inconsistent (manifest n={n}, x {x.shape}, y {y.shape}, "
@@ -519,7 +522,7 @@ def load_wordnet(
                       split_seed=split_seed)
     return WordNetData(x=x, y=y, glosses=glosses, test_idx=s["test"], val_idx=s["validation"],
                        pair_pool_idx=s["pair_pool"], unpaired_x_idx=s["unpaired_x"],
-                       unpaired_y_idx=s["unpaired_y"], manifest=manifest, path=path)
+                       unpaired_y_idx=s["unpaired_y"], manifest=manifest, path=path, pos=pos)
 
 
 def draw_pairs(data: WordNetData, n_pairs: int, seed: int = 0) -> PairDraw:
