@@ -42,12 +42,14 @@ Methods (``SOTAlign(method=NAME, method_params={...})``, ``sotalign fit --method
       L = L_sup + w · ½ [L_c(f(X[ν_X(A_i)]) zbᵀ) + L_c(za g(Y[ν_Y(B_i)])ᵀ)]
 
   ``ν_X(A_i)`` is one of the ``k`` nearest rows of the unpaired image pool to ``A_i``
-  (``k = 1``: the nearest; ``k > 1``: one of the k drawn uniformly at every step from a
-  generator seeded with ``seed``). The neighbour tables are computed once, before training,
-  by chunked matrix products on the training device (memory: n_p × chunk floats, independent
-  of the pool size, so memory-mapped pools of millions of rows work).
+  (``k = 1``: the nearest; ``k > 1``: one of the k drawn uniformly at every step). The
+  neighbour tables are computed once, before training, by chunked matrix products on the
+  training device (memory: n_p × chunk floats, independent of the pool size, so memory-mapped
+  pools of millions of rows work). With ``k > 1`` each step's draw comes from a generator
+  seeded with ``seed`` and the indices of a tiny unpaired batch (8 rows per pool, otherwise
+  unused) that the trainer's sampler draws; the sampler's state is checkpointed, so a resumed
+  run repeats the draws of an uninterrupted one.
   method_params: ``k`` (default 1; the paper uses 1, 5, 10), ``w`` (default 1).
-  With ``k > 1`` a resumed run redraws neighbours from the start of the generator's stream.
 
 * ``sclip`` — S-CLIP (Mo, Kim, Lee, Shin, "S-CLIP: Semi-supervised Vision-Language Learning
   using Few Specialist Captions", NeurIPS 2023), caption-level pseudo-labelling by optimal
@@ -159,8 +161,8 @@ def _need_unpaired(data: TrainData, method: str) -> None:
         )
 
 
-def _train(est: Any, data: TrainData, val: Any, objective: Any) -> Any:
-    cfg = est.train_config(alpha=0.0, divergence="none")
+def _train(est: Any, data: TrainData, val: Any, objective: Any, **overrides: Any) -> Any:
+    cfg = est.train_config(alpha=0.0, divergence="none", **overrides)
     aligner, res = est.train_heads(
         data,
         objective,
@@ -317,13 +319,19 @@ class NNCLRObjective:
     w: float = 1.0
     sup_loss: str = "siglip"
     seed: int = 0
-    _rng: np.random.Generator = field(init=False, repr=False)
     _cache: dict[str, Tensor] = field(init=False, repr=False, default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._rng = np.random.Generator(np.random.PCG64(self.seed + 104_729))
+    def step_generator(self, batch: Batch) -> np.random.Generator:
+        """The generator of this step's neighbour draws: keyed on ``seed`` and the unpaired
+        indices of ``batch`` (so it follows the sampler's checkpointed stream)."""
+        key = [self.seed, 104_729]
+        for idx in (batch.idx_x, batch.idx_y):
+            if idx is not None:
+                key.extend(int(i) for i in idx)
+        return np.random.default_rng(key)
 
-    def _rows(self, which: str, idx: np.ndarray, device: Any) -> Tensor:
+    def _rows(self, which: str, idx: np.ndarray, device: Any,
+              rng: np.random.Generator | None = None) -> Tensor:
         table, pool = (self.nn_x, self.pool_x) if which == "x" else (self.nn_y, self.pool_y)
         k = table.shape[1]
         if k == 1:  # fixed neighbours: gather once per pair (memory = the pairs' size)
@@ -331,7 +339,9 @@ class NNCLRObjective:
             if key not in self._cache:
                 self._cache[key] = pool.gather(table[:, 0].numpy(), device)
             return self._cache[key][torch.as_tensor(idx, device=device)]
-        pick = self._rng.integers(0, k, size=len(idx))
+        if rng is None:
+            raise ValueError("k > 1 needs a generator for the neighbour draws")
+        pick = rng.integers(0, k, size=len(idx))
         rows = table.numpy()[idx, pick]
         return pool.gather(rows, device)
 
@@ -340,8 +350,9 @@ class NNCLRObjective:
         sup = _sup(self.sup_loss, model, za, zb)
         n, dev = batch.a.shape[0], batch.a.device
         idx = np.arange(n) if batch.idx_pairs is None else np.asarray(batch.idx_pairs)
-        zx_nn = model.embed_images(self._rows("x", idx, dev))
-        zy_nn = model.embed_texts(self._rows("y", idx, dev))
+        rng = self.step_generator(batch) if self.nn_x.shape[1] > 1 else None
+        zx_nn = model.embed_images(self._rows("x", idx, dev, rng))
+        zy_nn = model.embed_texts(self._rows("y", idx, dev, rng))
         kind = "infonce" if self.sup_loss == "infonce" else "siglip"
         l_x = contrastive(kind, zx_nn @ zb.T, model)
         l_y = contrastive(kind, za @ zy_nn.T, model)
@@ -365,8 +376,9 @@ def _fit_nnclr(est: Any, data: TrainData) -> Any:
     nn_y = nearest_neighbours(train_data.texts, data.unpaired_texts, k, device=device)
     objective = NNCLRObjective(nn_x, nn_y, data.unpaired_images, data.unpaired_texts, w,
                                est.sup_loss, est.seed)
-    # the unpaired pools enter only through the neighbour tables: no unpaired batches drawn
-    return _train(est, TrainData(train_data.images, train_data.texts), val, objective)
+    if k == 1:  # the pools enter only through the neighbour tables: no unpaired batches
+        return _train(est, TrainData(train_data.images, train_data.texts), val, objective)
+    return _train(est, train_data, val, objective, batch_unpaired=8)  # keys of the draws
 
 
 # ----------------------------------------------------------------------------- S-CLIP
