@@ -164,3 +164,10 @@ def test_estimator_methods(data, tmp_path) -> None:
         back = sotalign.SOTAlign.load(tmp_path / name)
         np.testing.assert_array_equal(back.encode_images(data["Xt"].numpy()), zx)
         assert est.score(data["Xt"].numpy(), data["Yt"].numpy())["mean_R@1"] > 5.0
+
+
+def test_estimator_rejects_unknown_option(data) -> None:
+    sotalign = pytest.importorskip("sotalign")
+    est = sotalign.SOTAlign(method="asif", method_params={"kk": 3}, progress=False)
+    with pytest.raises(ConfigError, match="did you mean 'k'"):
+        est.fit(data["A"].numpy(), data["B"].numpy())

@@ -28,7 +28,21 @@ def _register_methods() -> None:
 
     def make(cls: type, summary: str) -> MethodSpec:
         def fit(est: Any, data: Any) -> Any:
-            params = dict(getattr(est, "method_params", None) or {})
+            import inspect
+
+            from ..errors import ConfigError, closest
+
+            params = getattr(est, "method_params", None) or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"method_params of '{cls.kind}' must be a mapping, "
+                                  f"got {type(params).__name__}")
+            valid = [n for n in inspect.signature(cls).parameters if n != "self"]
+            for name in params:
+                if name not in valid:
+                    raise ConfigError(
+                        f"unknown option '{name}' for method '{cls.kind}'"
+                        f"{closest(name, valid)}; valid options: {', '.join(valid)}"
+                    )
             return cls(**params).fit(data.images.array, data.texts.array)
 
         return MethodSpec(cls.kind, summary, fit)
