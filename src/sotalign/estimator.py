@@ -278,6 +278,17 @@ class SOTAlign:
             kwargs["seed"] = self.seed
         return make_teacher(name, **kwargs).fit(A, B)
 
+    def carve_validation(self, data: TrainData) -> tuple[TrainData, ValData | None]:
+        """Hold out ``val_fraction`` of the pairs for early stopping (not below 10 pairs).
+
+        Returns the training data (unpaired pools unchanged) and the validation pairs, or
+        ``(data, None)`` when early stopping is off or the pairs are too few.
+        """
+        if not (self.early_stopping and self.val_fraction > 0 and data.n_pairs >= 10):
+            return data, None
+        tr, va = split_pairs(data.n_pairs, self.val_fraction, self.seed)
+        return _subset(data, tr), _val_data(data, va)
+
     def train_heads(
         self,
         data: TrainData,
@@ -526,14 +537,10 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
             "no unpaired data (or divergence 'none'): training SigLIP on pairs only", stacklevel=3
         )
     if not auto:
-        teacher = est.fit_teacher(data.images.array, data.texts.array) if uses_div else None
-        val = None
-        train_data = data
-        if est.early_stopping and est.val_fraction > 0 and data.n_pairs >= 10:
-            tr, va = split_pairs(data.n_pairs, est.val_fraction, est.seed)
-            train_data, val = _subset(data, tr), _val_data(data, va)
-            if teacher is not None:
-                teacher = est.fit_teacher(train_data.images.array, train_data.texts.array)
+        train_data, val = est.carve_validation(data)
+        teacher = (
+            est.fit_teacher(train_data.images.array, train_data.texts.array) if uses_div else None
+        )
         aligner, result = est.train_heads(
             train_data,
             objective_from_config(est.train_config()),
@@ -621,10 +628,7 @@ def _select_candidates(
 
 def _fit_sail(est: SOTAlign, data: TrainData, sup_loss: str = "siglip") -> Aligner:
     """SAIL: SigLIP on the pairs only (heads of the same shape), early-stopped on validation."""
-    train_data, val = data, None
-    if est.early_stopping and est.val_fraction > 0 and data.n_pairs >= 10:
-        tr, va = split_pairs(data.n_pairs, est.val_fraction, est.seed)
-        train_data, val = _subset(data, tr), _val_data(data, va)
+    train_data, val = est.carve_validation(data)
     if sup_loss == "siglip":
         train_data = TrainData(train_data.images, train_data.texts)
     cfg = est.train_config(alpha=0.0, sup_loss=sup_loss, divergence="none")

@@ -145,12 +145,7 @@ def _positive(method: str, name: str, value: Any, allow_zero: bool = False) -> f
 
 def _split(est: Any, data: TrainData) -> tuple[TrainData, Any]:
     """Training data and validation pairs, as for SAIL (no split below 10 pairs)."""
-    from ..estimator import _subset, _val_data, split_pairs
-
-    if est.early_stopping and est.val_fraction > 0 and data.n_pairs >= 10:
-        tr, va = split_pairs(data.n_pairs, est.val_fraction, est.seed)
-        return _subset(data, tr), _val_data(data, va)
-    return data, None
+    return est.carve_validation(data)
 
 
 def _need_unpaired(data: TrainData, method: str) -> None:
