@@ -28,11 +28,12 @@ Protocol (fixed by ``split_seed``; sizes scale down for ``--limit`` builds):
   between the two unpaired pools.
 
 Build the cache once with ``python -m sotalign.datasets.wordnet`` (the same as
-``python scripts/build_wordnet.py`` in a checkout; about 10 minutes of CPU on 2 idle cores for
-MiniLM, resumable, ``--limit N`` for a small subset). It lives outside the repository, in
-``$SOTALIGN_CACHE/wordnet`` (default ``~/.cache/sotalign/wordnet``): ``glosses.tsv``,
-``x_glove50.npy`` and ``y_minilm_l6.npy`` (float16) and ``manifest.json`` (counts, sha256 of every
-file, encoder and corpus versions).
+``python scripts/build_wordnet.py`` in a checkout). MiniLM dominates the cost: about 10 minutes
+on 2 idle cores, 67 minutes measured on 2 cores shared with other jobs (load ~10); the work is
+saved in shards, so an interrupted build resumes; ``--limit N`` builds a small subset. The cache
+lives outside the repository, in ``$SOTALIGN_CACHE/wordnet`` (default
+``~/.cache/sotalign/wordnet``): ``glosses.tsv``, ``x_glove50.npy`` and ``y_minilm_l6.npy``
+(float16) and ``manifest.json`` (counts, sha256 of every file, encoder and corpus versions).
 """
 
 from __future__ import annotations
