@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Emoji benchmark (small pools): 10 methods x {100, 300} pairs x 3 seeds, plus an unpaired-pool
 # sweep of SOTAlign at 100 pairs. One torch thread per process (fastest on a shared machine); the
-# two pair counts run as two processes in separate folders, then one merge renders the tables.
+# runs are split over four processes (100 pairs; 300 pairs one per seed) in separate folders, then one merge (--render-only, no
+# fitting) renders the tables; './run_emoji.sh merge' only re-renders.
 # Re-running resumes (runs already in a results.json are kept, not refitted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,17 +10,22 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE
 R=benchmarks/results
 COMMON=(--dataset emoji
   --methods sotalign,sail,semisup_sail,cca,procrustes,asif,csa,structure,nnclr,sclip
-  --seeds 0,1,2 --set steps=300 --set dim=512
+  --set steps=300 --set dim=512
   --method-set sotalign:head=teacher --method-set 'sotalign:alpha_grid=[0.1,0.01]'
   --threads 1 --resume)
 if [ "${1:-}" != "merge" ]; then
-  .venv/bin/sotalign bench "${COMMON[@]}" --pairs 100 --out $R/emoji_bench \
+  .venv/bin/sotalign bench "${COMMON[@]}" --seeds 0,1,2 --pairs 100 --out $R/emoji_bench \
     --unpaired-sizes 50 --sweep-methods sotalign > $R/emoji_bench_p100.log 2>&1 &
-  .venv/bin/sotalign bench "${COMMON[@]}" --pairs 300 --out $R/emoji_bench_p300 \
+  .venv/bin/sotalign bench "${COMMON[@]}" --seeds 0 --pairs 300 --out $R/emoji_bench_p300 \
     > $R/emoji_bench_p300.log 2>&1 &
+  for s in 1 2; do
+    .venv/bin/sotalign bench "${COMMON[@]}" --seeds $s --pairs 300 --out $R/emoji_bench_p300_s$s \
+      > $R/emoji_bench_p300_s$s.log 2>&1 &
+  done
   wait
 fi
 NOTES=()
 [ -f $R/emoji_notes.md ] && NOTES=(--notes $R/emoji_notes.md)
-.venv/bin/sotalign bench "${COMMON[@]}" --pairs 100,300 --out $R/emoji_bench \
-  --unpaired-sizes 50 --sweep-methods sotalign --include $R/emoji_bench_p300 "${NOTES[@]}"
+.venv/bin/sotalign bench "${COMMON[@]}" --seeds 0,1,2 --pairs 100,300 --out $R/emoji_bench \
+  --render-only --include $R/emoji_bench_p300 --include $R/emoji_bench_p300_s1 \
+  --include $R/emoji_bench_p300_s2 "${NOTES[@]}"

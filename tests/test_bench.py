@@ -123,7 +123,17 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert res2.exit_code == 0, res2.output
     data2 = json.loads((out / "results.json").read_text())
     assert [r["test"] for r in data2["runs"]] == [r["test"] for r in runs]
-    assert data2["elapsed_seconds"] < 30
+    assert [r["fit_seconds"] for r in data2["runs"]] == [r["fit_seconds"] for r in runs]
+
+    # --render-only merges result folders without fitting anything
+    merged = tmp_path / "merged"
+    res3 = CliRunner().invoke(bench_app, ["--out", str(merged), *args[2:],
+                                          "--render-only", "--include", str(out)])
+    assert res3.exit_code == 0, res3.output
+    data3 = json.loads((merged / "results.json").read_text())
+    assert sorted(r["fit_seconds"] for r in data3["runs"]) == sorted(
+        r["fit_seconds"] for r in runs)
+    assert (merged / "results.md").read_text().count("±") == md.count("±")
 
 
 def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) -> None:

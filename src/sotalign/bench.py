@@ -478,12 +478,17 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
         out += ["## Zero-shot top-1 (%)", "",
                 _table(aggregate(runs, "pairs", "pairs", lambda r: r.get("zero_shot_top1")),
                        "pairs", methods), ""]
+    def sweep_pairs(sweep: str) -> str:
+        return ", ".join(str(n) for n in sorted({r["pairs"] for r in runs
+                                                 if r.get("sweep") == sweep}))
+
     if any(r.get("sweep") == "unpaired" for r in runs):
-        out += [f"## Test mean R@1 vs unpaired samples per pool ({cfg['sweep_pairs']} pairs)", "",
+        out += [f"## Test mean R@1 vs unpaired samples per pool ({sweep_pairs('unpaired')} "
+                "pairs)", "",
                 _table(aggregate(runs, "unpaired", "unpaired", lambda r: r["test"][MAIN]),
                        "unpaired", methods), ""]
     if any(r.get("sweep") == "batch" for r in runs):
-        out += [f"## Test mean R@1 vs unpaired batch size ({cfg['sweep_pairs']} pairs)", "",
+        out += [f"## Test mean R@1 vs unpaired batch size ({sweep_pairs('batch')} pairs)", "",
                 _table(aggregate(runs, "batch", "batch_unpaired", lambda r: r["test"][MAIN]),
                        "batch", methods), ""]
     sel = _selection_summary(runs)
@@ -583,6 +588,7 @@ def run_bench(
     notes: str | None = None,
     resume: bool = False,
     include: Sequence[str | Path] = (),
+    render_only: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the sweeps and write ``results.json``, ``results.md``, PNG plots, diagnostics.
@@ -592,6 +598,7 @@ def run_bench(
     the result dictionary written to ``results.json``. With ``resume`` the runs already in
     ``out/results.json`` are kept instead of refitted; ``include`` names further result folders
     whose runs are reused the same way (sweeps split over several processes, then merged).
+    ``render_only`` fits nothing: it reports every run found in those folders.
     """
     from .estimator import available_methods
     from .io import write_json_atomic
@@ -674,6 +681,10 @@ def run_bench(
         result["diagnostics"] = {"error": f"{type(exc).__name__}: {exc}"}
     write_json_atomic(out / "diagnostics.json", result["diagnostics"])
     flush()
+    if render_only:  # merge result folders: no fitting, every run found is reported
+        plan = []
+        result["runs"] = list(done.values())
+        result["config"]["render_only"] = True
     for i, task in enumerate(plan, 1):
         key = (task["sweep"], task["method"], task["pairs"], task["seed"],
                task.get("unpaired_size"), task.get("batch_unpaired"))
@@ -786,6 +797,9 @@ def bench(
     include: Annotated[
         list[Path] | None, _Opt(help="Reuse the runs of another result folder (repeatable).")
     ] = None,
+    render_only: Annotated[
+        bool, _Opt(help="Fit nothing; report the runs of OUT and --include folders.")
+    ] = False,
 ) -> None:
     """Run a benchmark sweep and write JSON, Markdown, PNG plots and diagnostics to OUT."""
     if threads is not None:
@@ -819,7 +833,8 @@ def bench(
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), sweep_pairs=sweep_pairs,
         sweep_methods=None if sweep_methods is None else
         [m.strip() for m in sweep_methods.split(",") if m.strip()],
-        command=cmd, notes=note_text, resume=resume, include=include or [],
+        command=cmd, notes=note_text, resume=resume or render_only, include=include or [],
+        render_only=render_only,
     )
     n_ok = sum(1 for r in res["runs"] if not r.get("error"))
     print(f"{n_ok}/{len(res['runs'])} runs written to {out} "
