@@ -10,7 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the tests use small tensors, and subprocess tests run beside the main process.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
