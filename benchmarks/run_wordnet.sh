@@ -2,7 +2,8 @@
 # WordNet benchmark (large pools): GloVe-50 mean <-> all-MiniLM-L6-v2 on ~116k WordNet glosses
 # (5k test, pairs from a 10k pool, two disjoint ~50k unpaired pools). One process per seed for
 # 200 and 1,000 pairs, one for the SAIL/closed-form baselines at 4,000 pairs (the "N vs 4N pairs"
-# comparison), one torch thread each; then one merge (--render-only, no fitting) renders the
+# comparison), one for the cheap baselines at 200 and 1,000 pairs (the per-seed processes
+# reach them last), one torch thread each; then one merge (--render-only, no fitting) renders the
 # tables. Re-running resumes; './run_wordnet.sh merge' only re-renders.
 # Needs the cache of scripts/build_wordnet.py in ~/.cache/sotalign/wordnet.
 set -euo pipefail
@@ -22,6 +23,8 @@ if [ "${1:-}" != "merge" ]; then
     > $R/wordnet_bench_s1.log 2>&1 &
   .venv/bin/sotalign bench "${COMMON[@]}" --methods $M --pairs 200,1000 --seeds 2 \
     --out $R/wordnet_bench_s2 > $R/wordnet_bench_s2.log 2>&1 &
+  .venv/bin/sotalign bench "${COMMON[@]}" --methods cca,procrustes,csa,asif,sail --pairs 200,1000 \
+    --seeds 0,1,2 --out $R/wordnet_bench_baselines > $R/wordnet_bench_baselines.log 2>&1 &
   .venv/bin/sotalign bench "${COMMON[@]}" --methods sail,cca,procrustes,csa,asif --pairs 4000 \
     --seeds 0,1,2 --out $R/wordnet_bench_p4000 > $R/wordnet_bench_p4000.log 2>&1 &
   wait
@@ -31,4 +34,4 @@ NOTES=()
 .venv/bin/sotalign bench "${COMMON[@]}" --methods $M --pairs 200,1000,4000 --seeds 0,1,2 \
   --out $R/wordnet_bench --render-only --include $R/wordnet_bench_s0 \
   --include $R/wordnet_bench_s1 --include $R/wordnet_bench_s2 --include $R/wordnet_bench_p4000 \
-  "${NOTES[@]}"
+  --include $R/wordnet_bench_baselines "${NOTES[@]}"

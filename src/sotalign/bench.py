@@ -566,8 +566,9 @@ def diagnostics(data: BenchData, k: int = 10, n: int = 1000, seed: int = 0) -> d
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["sweep"], r["method"], r["pairs"], r["seed"], r.get("unpaired_size"),
-            r.get("batch_unpaired"))
+    """Identity of a run (or a planned task) in a sweep: what the sweep varies, nothing else."""
+    value = {"unpaired": r.get("unpaired_size"), "batch": r.get("batch_unpaired")}.get(r["sweep"])
+    return (r["sweep"], r["method"], r["pairs"], r["seed"], value)
 
 
 def run_bench(
@@ -589,6 +590,7 @@ def run_bench(
     resume: bool = False,
     include: Sequence[str | Path] = (),
     render_only: bool = False,
+    pairs_sweep: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the sweeps and write ``results.json``, ``results.md``, PNG plots, diagnostics.
@@ -599,6 +601,7 @@ def run_bench(
     ``out/results.json`` are kept instead of refitted; ``include`` names further result folders
     whose runs are reused the same way (sweeps split over several processes, then merged).
     ``render_only`` fits nothing: it reports every run found in those folders.
+    ``pairs_sweep=False`` runs only the unpaired/batch sweeps (e.g. in a separate process).
     """
     from .estimator import available_methods
     from .io import write_json_atomic
@@ -614,9 +617,11 @@ def run_bench(
     method_params = method_params or {}
     grids = grids or {}
     for m in list(method_params) + list(grids):
+        if m not in known:
+            raise ConfigError(f"--method-set/--grid names unknown method '{m}'"
+                              f"{closest(m, list(known))}")
         if m not in methods and m not in (sweep_methods or []):
-            raise ConfigError(f"--method-set/--grid names method '{m}' which is not in "
-                              f"--methods{closest(m, list(methods))}")
+            log(f"warning: --method-set/--grid for '{m}', which is not in --methods")
     if len(seeds) < 1 or not pairs:
         raise ConfigError("give at least one seed and one number of pairs")
     if len(seeds) < 3:
@@ -629,7 +634,7 @@ def run_bench(
         raise ConfigError("--unpaired-sizes/--batch-sizes need unpaired pools")
 
     plan: list[dict[str, Any]] = []
-    for n in pairs:
+    for n in pairs if pairs_sweep else ():
         for seed in seeds:
             for m in methods:
                 plan.append({"sweep": "pairs", "method": m, "pairs": n, "seed": seed})
@@ -686,8 +691,7 @@ def run_bench(
         result["runs"] = list(done.values())
         result["config"]["render_only"] = True
     for i, task in enumerate(plan, 1):
-        key = (task["sweep"], task["method"], task["pairs"], task["seed"],
-               task.get("unpaired_size"), task.get("batch_unpaired"))
+        key = _key(task)
         if key in done:
             result["runs"].append(done[key])
             continue
@@ -800,6 +804,10 @@ def bench(
     render_only: Annotated[
         bool, _Opt(help="Fit nothing; report the runs of OUT and --include folders.")
     ] = False,
+    pairs_sweep: Annotated[
+        bool, _Opt(help="Run the methods x pairs x seeds sweep (--no-pairs-sweep: only the "
+                        "unpaired/batch sweeps).")
+    ] = True,
 ) -> None:
     """Run a benchmark sweep and write JSON, Markdown, PNG plots and diagnostics to OUT."""
     if threads is not None:
@@ -834,7 +842,7 @@ def bench(
         sweep_methods=None if sweep_methods is None else
         [m.strip() for m in sweep_methods.split(",") if m.strip()],
         command=cmd, notes=note_text, resume=resume or render_only, include=include or [],
-        render_only=render_only,
+        render_only=render_only, pairs_sweep=pairs_sweep,
     )
     n_ok = sum(1 for r in res["runs"] if not r.get("error"))
     print(f"{n_ok}/{len(res['runs'])} runs written to {out} "
