@@ -12,6 +12,7 @@ The sampler's state is a JSON-able dict, so a checkpoint can resume the exact sa
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class EmbeddingPool:
         if isinstance(array, Tensor):
             array = array.detach().cpu().numpy()
         self.array = array
+        _advise_random(array)
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
@@ -39,6 +41,22 @@ class EmbeddingPool:
         """Rows ``idx`` (all rows if ``None``) as a float32 tensor on ``device``."""
         rows = self.array if idx is None else self.array[idx]
         return torch.from_numpy(np.asarray(rows, dtype=np.float32)).to(device)
+
+
+def _advise_random(array: Any) -> None:
+    """Tell the kernel a memory-mapped pool is read at random rows (no read-ahead).
+
+    Batches gather scattered rows; the default read-ahead would pull ~128 KiB around every row
+    and fill the page cache with rows never used.
+    """
+    import mmap
+
+    mm = getattr(array, "_mmap", None)
+    if mm is None and isinstance(getattr(array, "base", None), mmap.mmap):
+        mm = array.base
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_RANDOM)
 
 
 @dataclass
