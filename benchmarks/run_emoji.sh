@@ -28,5 +28,5 @@ fi
 NOTES=()
 [ -f $R/emoji_notes.md ] && NOTES=(--notes $R/emoji_notes.md)
 .venv/bin/sotalign bench "${COMMON[@]}" --seeds 0,1,2 --pairs 100,300 --out $R/emoji_bench \
-  --render-only $(for d in $R/emoji_bench_p{100,300}_s{0,1,2} $R/emoji_bench_unpaired; do
-    echo --include $d; done) "${NOTES[@]}"
+  --render-only $(for d in $R/emoji_bench_p*_s*/ $R/emoji_bench_unpaired/; do
+    echo --include "${d%/}"; done) "${NOTES[@]}"
