@@ -274,6 +274,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096, 8192])
     p.add_argument("--tiled-n", type=int, default=50000, help="tiled-only run size (0: skip)")
     p.add_argument("--tiled-iters", type=int, default=1, help="iterations per solve there")
+    p.add_argument("--d", type=int, default=1024, help="student embedding dimension")
+    p.add_argument("--d-teacher", type=int, default=384, help="teacher embedding dimension")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tol", type=float, default=1e-4)
@@ -309,8 +311,8 @@ def main() -> None:
             "settings": {
                 "eps": EPS,
                 "eps_teacher": EPS_T,
-                "d": 1024,
-                "d_teacher": 384,
+                "d": args.d,
+                "d_teacher": args.d_teacher,
                 "tol": args.tol,
                 "repeats": args.repeats,
                 "threads": args.threads,
@@ -321,7 +323,7 @@ def main() -> None:
         out.with_suffix(".md").write_text(render(payload))
 
     for n in args.sizes:
-        zx, zy, tx, ty = make_batch(n)
+        zx, zy, tx, ty = make_batch(n, args.d, args.d_teacher)
         t_gemv = gemv_seconds(n)
         print(f"n={n}: gemv {t_gemv * 1e3:.2f} ms", flush=True)
         t0 = time.perf_counter()
@@ -370,7 +372,7 @@ def main() -> None:
         del zx, zy, tx, ty
     if args.tiled_n:
         n = args.tiled_n
-        zx, zy, tx, ty = make_batch(n)
+        zx, zy, tx, ty = make_batch(n, args.d, args.d_teacher)
         fn = _ours(zx, zy, tx, ty, mode="tiled", n_iter=args.tiled_iters)
         sec, peak, res = measure(fn)
         rows.append(summarise(f"tiled-{args.tiled_iters}it", n, [sec], [peak], res, None, None))
