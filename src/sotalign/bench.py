@@ -685,15 +685,15 @@ def run_bench(
     except Exception as exc:
         result["diagnostics"] = {"error": f"{type(exc).__name__}: {exc}"}
     write_json_atomic(out / "diagnostics.json", result["diagnostics"])
-    flush()
     if render_only:  # merge result folders: no fitting, every run found is reported
         plan = []
         result["runs"] = list(done.values())
         result["config"]["render_only"] = True
+    else:  # runs kept from earlier are written before anything new is fitted
+        result["runs"] = [done[_key(t)] for t in plan if _key(t) in done]
+    flush()
     for i, task in enumerate(plan, 1):
-        key = _key(task)
-        if key in done:
-            result["runs"].append(done[key])
+        if _key(task) in done:
             continue
         p = {**params, **method_params.get(task["method"], {})}
         if task.get("batch_unpaired") is not None:
