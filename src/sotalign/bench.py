@@ -406,7 +406,9 @@ def aggregate(runs: list[dict[str, Any]], sweep: str, xkey: str,
 def _cell(t: tuple[float, float, int] | None, best: bool = False) -> str:
     if t is None:
         return "—"
-    s = f"{t[0]:.1f} ± {t[1]:.1f}"
+    s = f"{t[0]:.1f} ± {t[1]:.1f}" if t[2] > 1 else f"{t[0]:.1f} (1 seed)"
+    if 1 < t[2] < 3:
+        s += f" ({t[2]} seeds)"
     return f"**{s}**" if best else s
 
 
