@@ -83,7 +83,7 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
         else:
             assert r["settings"]["alpha_grid"] == [0.1]
             cands = [c["candidate"] for c in r["selection"]]
-            assert cands == ["teacher:cca", "sail", "alpha=0.1"]
+            assert cands == ["teacher:cca", "alpha=0", "alpha=0.1"]
             assert sum(c["selected"] for c in r["selection"]) == 1
             assert r["selected"] in cands
             assert r["unpaired"] == 200

@@ -29,4 +29,4 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     sel = report["results"]["SOTAlign"]["selection"]
-    assert [c["candidate"] for c in sel] == ["teacher:cca", "sail", "alpha=0.1"]
+    assert [c["candidate"] for c in sel] == ["teacher:cca", "alpha=0", "alpha=0.1"]

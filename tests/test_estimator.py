@@ -55,7 +55,7 @@ def test_auto_alpha_selects_best_candidate_on_validation(problem):
     A, B, X, Y, *_ = problem
     est = SOTAlign(alpha_grid=(0.1,), **{**FAST, "steps": 60}).fit(A, B, X, Y)
     names = [c["candidate"] for c in est.selection_]
-    assert names == ["teacher:cca", "sail", "alpha=0.1"]
+    assert names == ["teacher:cca", "alpha=0", "alpha=0.1"]
     chosen = [c for c in est.selection_ if c["selected"]]
     assert len(chosen) == 1
     assert chosen[0]["val_mean_R@1"] == max(c["val_mean_R@1"] for c in est.selection_)
@@ -86,3 +86,16 @@ def test_parameter_errors(problem):
         SOTAlign(method="sotalgn").fit(A, B)
     with pytest.raises(RuntimeError, match="not fitted"):
         SOTAlign().encode_images(A)
+
+
+def test_model_from_another_format_version_is_refused(problem, tmp_path):
+    import json
+
+    A, B, *_ = problem
+    SOTAlign(method="cca").fit(A, B).save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["format_version"] = 99
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="format version 99"):
+        SOTAlign.load(tmp_path / "m")

@@ -612,7 +612,7 @@ def _select_candidates(
         )
         cands.append(
             {
-                "candidate": "sail" if a == 0 else f"alpha={a:g}",
+                "candidate": f"alpha={a:g}",
                 "alpha": a,
                 "val_mean_R@1": res.best_score,
                 "best_step": res.best_step,
