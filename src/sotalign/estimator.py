@@ -54,7 +54,6 @@ from .train import (
     TrainResult,
     ValData,
     objective_from_config,
-    resolve_device,
 )
 
 FORMAT_VERSION = 1
@@ -466,25 +465,10 @@ class SOTAlign:
 
 
 def _validate_arrays(A: Any, B: Any, X: Any, Y: Any) -> None:
-    """Shape/dtype checks of the training arrays (files are checked by :mod:`sotalign.io`)."""
-    try:
-        from .io import validate_training_inputs
-    except ImportError:  # pragma: no cover - older io module
-        validate_training_inputs = None
-    if validate_training_inputs is not None:
-        validate_training_inputs(A, B, X, Y)
-        return
-    for name, arr in (("paired images", A), ("paired texts", B)):
-        if getattr(arr, "ndim", 0) != 2:
-            raise InputError(f"{name} must be a 2-D array")
-    if A.shape[0] != B.shape[0]:
-        raise InputError(f"{A.shape[0]} paired images but {B.shape[0]} paired texts")
-    if A.shape[0] < 2:
-        raise InputError("at least 2 pairs are needed")
-    if (X is None) != (Y is None):
-        raise InputError("give both unpaired pools (images and texts) or neither")
-    if max(A.shape[1], B.shape[1]) > A.shape[0]:
-        warnings.warn("more dimensions than pairs: the teacher relies on its ridge", stacklevel=3)
+    """Shape, dtype and NaN checks of the training arrays (see :mod:`sotalign.io`)."""
+    from .io import validate_training_inputs
+
+    validate_training_inputs(A, B, X, Y)
 
 
 def split_pairs(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -683,5 +667,4 @@ __all__ = [
     "SOTAlign",
     "available_methods",
     "register_method",
-    "resolve_device",
 ]
