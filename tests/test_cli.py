@@ -26,8 +26,6 @@ def files(tmp_path_factory, two_view):
     d = tmp_path_factory.mktemp("cli")
     A, B = two_view.pairs(60, 1)
     X, Y = two_view.unpaired(400, 300, 2)
-    Ti, _ = two_view.pairs(50, 3)
-    Tt = np.repeat(Ti, 2, axis=0)  # placeholder replaced below
     # two captions per test image: two noisy views of the same latent
     Ti, Tt1 = two_view.pairs(50, 3)
     rng = np.random.default_rng(4)
