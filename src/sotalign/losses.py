@@ -24,13 +24,14 @@ def siglip_loss(K: Tensor, scale: Tensor | float, bias: Tensor | float) -> Tenso
     ``L = −mean_ij log σ(z_ij (t·K_ij + b))`` with ``z_ij = +1`` for ``i = j`` and ``−1``
     elsewhere. ``K`` may be rectangular (n × m, m ≥ n): positives are the first n diagonal
     entries, every other column is a negative. The mean is over all n·m entries.
+
+    Computed as ``Σ softplus(l_ij) + Σ_i [softplus(−l_ii) − softplus(l_ii)]`` (−log σ(−x) =
+    softplus(x)), so no n×m label matrix is built: one n×m temporary fewer per step.
     """
-    n, m = K.shape
     logits = scale * K + bias
-    z = -torch.ones_like(logits)
-    idx = torch.arange(min(n, m), device=K.device)
-    z[idx, idx] = 1.0
-    return -F.logsigmoid(z * logits).mean()
+    diag = torch.diagonal(logits)
+    total = F.softplus(logits).sum() + (F.softplus(-diag) - F.softplus(diag)).sum()
+    return total / logits.numel()
 
 
 def semisup_siglip_loss(
@@ -115,23 +116,16 @@ def ginfonce_divergence(
 
 
 def klot_divergence(
-    zx: Tensor,
-    zy: Tensor,
-    tx: Tensor,
-    ty: Tensor,
-    eps: float = 0.05,
-    eps_teacher: float = 0.01,
-    n_iter: int = 100,
-    tol: float | None = None,
-    mode: str = "auto",
-    **_: Any,
+    zx: Tensor, zy: Tensor, tx: Tensor, ty: Tensor, **options: Any
 ) -> tuple[Tensor, dict]:
-    """KLOT(K ‖ K*) = KL(OT_ε*(K*) ‖ OT_ε(K)) with the closed-form gradient (SPEC §3)."""
+    """KLOT(K ‖ K*) = KL(OT_ε*(K*) ‖ OT_ε(K)) with the closed-form gradient (SPEC §3).
+
+    ``options`` are those of :func:`sotalign.ot.klot_embeddings` (eps, eps_teacher, n_iter,
+    tol, mode).
+    """
     from .ot import klot_embeddings
 
-    loss, info = klot_embeddings(
-        zx, zy, tx, ty, eps=eps, eps_teacher=eps_teacher, n_iter=n_iter, tol=tol, mode=mode
-    )
+    loss, info = klot_embeddings(zx, zy, tx, ty, **options)
     return loss, info.as_dict()
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sotalign.errors import ConfigError, InputError
+from sotalign.errors import ConfigError, InputError, closest
 
 __all__ = [
     "KLOTInfo",
@@ -145,6 +145,14 @@ def _check_iters(n_iter: int, tol: float | None) -> tuple[int, float | None]:
         if not (tol > 0 and math.isfinite(tol)):
             raise ConfigError(f"tol must be a positive number or None, got {tol}")
     return int(n_iter), tol
+
+
+def _check_klot_args(
+    eps: float, eps_teacher: float, n_iter: int, tol: float | None
+) -> tuple[float, float, int, float | None]:
+    """The shared option checks of :func:`klot` and :func:`klot_embeddings`."""
+    n_iter, tol = _check_iters(n_iter, tol)
+    return _check_eps(eps), _check_eps(eps_teacher, "eps_teacher"), n_iter, tol
 
 
 def _check_matrix(K: Tensor, name: str) -> None:
@@ -588,7 +596,7 @@ def sinkhorn(
     if method not in _METHODS:
         raise ConfigError(
             f"unknown Sinkhorn method '{method}'; choose one of {list(_METHODS)}"
-            + _closest(method, _METHODS)
+            + closest(method, _METHODS)
         )
     with torch.no_grad():
         Kc = K.detach().to(_compute_dtype(K.dtype))
@@ -904,13 +912,11 @@ def klot(
     Returns a scalar of ``K_student``'s dtype (computation in float32, or float64 for float64).
     """
     _check_pair(K_student, K_teacher)
-    eps = _check_eps(eps)
-    eps_teacher = _check_eps(eps_teacher, "eps_teacher")
-    n_iter, tol = _check_iters(n_iter, tol)
+    eps, eps_teacher, n_iter, tol = _check_klot_args(eps, eps_teacher, n_iter, tol)
     if method not in _METHODS:
         raise ConfigError(
             f"unknown KLOT method '{method}'; choose one of {list(_METHODS)}"
-            + _closest(method, _METHODS)
+            + closest(method, _METHODS)
         )
     holder: dict[str, KLOTInfo] = {}
     return _KLOTFunction.apply(K_student, K_teacher, eps, eps_teacher, n_iter, tol, method, holder)
@@ -1097,7 +1103,7 @@ def klot_embeddings(
     """
     if mode not in _MODES:
         raise ConfigError(
-            f"unknown KLOT mode '{mode}'; choose one of {list(_MODES)}" + _closest(mode, _MODES)
+            f"unknown KLOT mode '{mode}'; choose one of {list(_MODES)}" + closest(mode, _MODES)
         )
     for name, z in (("zx", zx), ("zy", zy), ("tx", tx), ("ty", ty)):
         if not isinstance(z, Tensor) or z.dim() != 2 or not z.is_floating_point():
@@ -1112,9 +1118,7 @@ def klot_embeddings(
         )
     if zx.shape[0] < 1 or zy.shape[0] < 1:
         raise InputError("KLOT needs at least one image and one text")
-    eps = _check_eps(eps)
-    eps_teacher = _check_eps(eps_teacher, "eps_teacher")
-    n_iter, tol = _check_iters(n_iter, tol)
+    eps, eps_teacher, n_iter, tol = _check_klot_args(eps, eps_teacher, n_iter, tol)
     if mode == "auto":
         itemsize = 8 if zx.dtype == torch.float64 else 4
         mode = "dense" if dense_fits(zx.shape[0], zy.shape[0], zx.device, itemsize) else "tiled"
@@ -1123,9 +1127,3 @@ def klot_embeddings(
         zx, zy, tx, ty, eps, eps_teacher, n_iter, tol, mode, int(tile_bytes), holder
     )
     return loss, holder["info"]
-
-
-def _closest(name: str, choices: tuple[str, ...]) -> str:
-    from sotalign.errors import closest
-
-    return closest(name, choices)

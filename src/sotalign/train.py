@@ -164,12 +164,15 @@ class SOTAlignObjective:
     def __call__(self, model: AlignmentModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         za, zb = model.embed_images(batch.a), model.embed_texts(batch.b)
         has_u = batch.x is not None and batch.y is not None
-        zx = model.embed_images(batch.x) if has_u else None  # type: ignore[arg-type]
-        zy = model.embed_texts(batch.y) if has_u else None  # type: ignore[arg-type]
+        use_div = self.divergence != "none" and self.alpha > 0
+        # Embed the unpaired batch only when a term uses it (not for plain SigLIP with α = 0).
+        embed_u = has_u and (use_div or self.sup_loss == "semisup_siglip")
+        zx = model.embed_images(batch.x) if embed_u else None  # type: ignore[arg-type]
+        zy = model.embed_texts(batch.y) if embed_u else None  # type: ignore[arg-type]
         sup = supervised_loss(self.sup_loss, za, zb, zx, zy, model.scale, model.bias)
         logs: dict[str, float] = {"sup": float(sup.detach())}
         loss = sup
-        if self.divergence != "none" and self.alpha > 0 and has_u:
+        if use_div and has_u:
             if model.teacher is None:
                 raise ConfigError(f"divergence '{self.divergence}' needs a fitted teacher")
             assert zx is not None and zy is not None
