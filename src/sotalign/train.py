@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,6 @@ class TrainConfig:
         if self.ot_mode not in ("auto", "dense", "tiled"):
             raise ConfigError(f"ot_mode must be auto, dense or tiled, got {self.ot_mode!r}")
         return self
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def resolve_device(device: str) -> torch.device:
