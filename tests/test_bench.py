@@ -79,7 +79,9 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     for r in main:
         assert r["settings"]["steps"] == 15 and r["settings"]["dim"] == 16
         if r["method"] == "sail":
-            assert r["settings"]["lr"] == 0.001 and r["selection"] == []
+            assert r["settings"]["lr"] == 0.001
+            (sel,) = r["selection"]  # early stopping on the pairs' validation split
+            assert sel["candidate"] == "sail" and sel["selected"]
         else:
             assert r["settings"]["alpha_grid"] == [0.1]
             cands = [c["candidate"] for c in r["selection"]]

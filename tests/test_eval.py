@@ -50,3 +50,23 @@ def test_zero_shot(rng):
     torch.testing.assert_close(flat, protos)
     wrong = zero_shot_accuracy(imgs, protos, (labels + 1) % 4)
     assert wrong < 50
+
+
+def test_paired_rank_metrics_match_brute_force(rng):
+    from sotalign.eval import paired_rank_metrics
+
+    img, txt = rng.normal(size=(37, 8)), rng.normal(size=(37, 8))
+    txt[5] = txt[6]  # a tie: both texts score alike against every image
+    S = (img / np.linalg.norm(img, axis=1, keepdims=True)) @ (
+        txt / np.linalg.norm(txt, axis=1, keepdims=True)).T
+    S = torch.tensor(S, dtype=torch.float32).numpy()
+    r_i2t = np.array([(S[i] > S[i, i]).sum() for i in range(37)])
+    r_t2i = np.array([(S[:, j] > S[j, j]).sum() for j in range(37)])
+    m = paired_rank_metrics(img.astype(np.float32), txt.astype(np.float32), chunk=10)
+    assert m["mean_R@1"] == pytest.approx(50 * ((r_i2t == 0).mean() + (r_t2i == 0).mean()))
+    assert m["MRR"] == pytest.approx(50 * ((1 / (r_i2t + 1)).mean() + (1 / (r_t2i + 1)).mean()),
+                                     rel=1e-5)
+    ref = retrieval_metrics(img, txt)["mean_R@1"]
+    assert m["mean_R@1"] == pytest.approx(ref)
+    with pytest.raises(InputError):
+        paired_rank_metrics(img[:3], txt[:4])

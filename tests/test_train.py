@@ -117,3 +117,35 @@ def test_teacher_head_starts_exactly_at_the_teacher(two_view):
     with torch.no_grad():
         K_rand = l2_normalize(other.f(torch.tensor(Ti))) @ l2_normalize(other.g(torch.tensor(Tt))).T
     assert not torch.allclose(K_rand, K_teacher, atol=1e-2)
+
+
+def test_stop_at_follows_the_full_schedule_and_checkpoints_its_end(two_view, tmp_path):
+    """A refit stopped at step s reproduces the first s steps of the full-length run."""
+    model, data, cfg = _setup(two_view, steps=12, checkpoint_every=5)
+    full = Trainer(model, objective_from_config(cfg), data, cfg, progress=False)
+    full.run(stop_after=7)  # the reference: 7 steps of the 12-step schedule
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    model2, _, _ = _setup(two_view, steps=12)
+    t2 = Trainer(model2, objective_from_config(cfg), data, cfg, checkpoint_dir=tmp_path,
+                 progress=False)
+    res = t2.run(stop_at=7)
+    assert res.steps_done == 7
+    assert [h["lr"] for h in t2.history] == [lr_at(s, 12, cfg.lr, cfg.warmup) for s in range(7)]
+    assert t2.history[-1]["lr"] > 0.3 * cfg.lr  # not a compressed schedule decayed to ~0
+    for k, v in model2.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=0, atol=0)
+    assert latest_checkpoint(tmp_path).name == "step-000000007"  # the end is checkpointed
+
+
+def test_early_stopping_ties_go_to_the_later_step(two_view, monkeypatch):
+    import sotalign.train as train_mod
+    from sotalign.train import ValData
+
+    scores = iter([(50.0, 60.0), (70.0, 80.0), (70.0, 80.0), (70.0, 75.0), (70.0, 90.0),
+                   (65.0, 99.0)])
+    monkeypatch.setattr(train_mod, "validation_score", lambda model, val: next(scores))
+    model, data, cfg = _setup(two_view, steps=12, eval_every=2)
+    val = ValData(torch.zeros(2, 64), torch.zeros(2, 48))
+    res = Trainer(model, objective_from_config(cfg), data, cfg, val=val, progress=False).run()
+    # evaluations at steps 2, 4, ..., 12: R@1 first, MRR breaks ties, equal pairs -> later step
+    assert (res.best_step, res.best_score, res.best_mrr) == (10, 70.0, 90.0)

@@ -298,8 +298,10 @@ class SOTAlign:
         config: TrainConfig | None = None,
         checkpoint_dir: str | None = None,
         resume: bool = False,
+        stop_at: int | None = None,
     ) -> tuple[HeadsAligner, TrainResult]:
-        """Train fresh heads on ``data`` with ``objective`` (seeded); early-stop on ``val``."""
+        """Train fresh heads on ``data`` with ``objective`` (seeded); early-stop on ``val``;
+        ``stop_at`` ends at that step on the schedule of ``config.steps``."""
         cfg = config or self.train_config()
         torch.manual_seed(cfg.seed)
         model = AlignmentModel(
@@ -314,7 +316,7 @@ class SOTAlign:
             checkpoint_dir=checkpoint_dir,
             progress=self.progress,
         )
-        result = trainer.run(resume=resume)
+        result = trainer.run(resume=resume, stop_at=stop_at)
         if val is not None and self.early_stopping:
             trainer.restore_best()
         model.teacher = None
@@ -497,14 +499,12 @@ def _val_data(data: TrainData, idx: np.ndarray) -> ValData:
     return ValData(data.images.gather(idx), data.texts.gather(idx))
 
 
-def _teacher_score(teacher: Any, val: ValData) -> float:
-    from .eval import retrieval_metrics
+def _teacher_score(teacher: Any, val: ValData) -> tuple[float, float]:
+    """(mean R@1, MRR) of a fitted aligner on the validation pairs."""
+    from .eval import paired_rank_metrics
 
-    return float(
-        retrieval_metrics(teacher.encode_images(val.images), teacher.encode_texts(val.texts))[
-            "mean_R@1"
-        ]
-    )
+    m = paired_rank_metrics(teacher.encode_images(val.images), teacher.encode_texts(val.texts))
+    return m["mean_R@1"], m["MRR"]
 
 
 # ----------------------------------------------------------------------------- core methods
@@ -560,10 +560,9 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
         )
         est.train_history_ = res.history
         return aligner
-    # Refit on all pairs, for the number of steps that was best on validation.
-    steps = best["best_step"] or est.steps
+    # Refit on all pairs along the same schedule, stopping at the step best on validation.
     full_teacher = est.fit_teacher(data.images.array, data.texts.array)
-    cfg = est.train_config(alpha=best["alpha"], steps=max(int(steps), 1))
+    cfg = est.train_config(alpha=best["alpha"])
     aligner, res = est.train_heads(
         data,
         objective_from_config(cfg),
@@ -571,6 +570,7 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
         config=cfg,
         checkpoint_dir=est.checkpoint_dir,
         resume=getattr(est, "_resume", False),
+        stop_at=best["best_step"],
     )
     est.train_history_ = res.history
     return aligner
@@ -579,12 +579,17 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
 def _select_candidates(
     est: SOTAlign, train_data: TrainData, val: ValData, teacher: Any, uses_div: bool
 ) -> list[dict[str, Any]]:
-    """Score the teacher alone, α = 0 and each α of the grid on validation; mark the best."""
+    """Score the teacher alone, α = 0 and each α of the grid on validation; mark the best.
+
+    Candidates compare by (mean R@1, MRR) on validation; exact ties keep the earlier (simpler)
+    candidate."""
+    t_r1, t_mrr = _teacher_score(teacher, val)
     cands: list[dict[str, Any]] = [
         {
             "candidate": f"teacher:{est.teacher}",
             "alpha": None,
-            "val_mean_R@1": _teacher_score(teacher, val),
+            "val_mean_R@1": t_r1,
+            "val_MRR": t_mrr,
             "best_step": None,
         }
     ]
@@ -599,33 +604,85 @@ def _select_candidates(
                 "candidate": f"alpha={a:g}",
                 "alpha": a,
                 "val_mean_R@1": res.best_score,
+                "val_MRR": res.best_mrr,
                 "best_step": res.best_step,
             }
         )
-    best = max(
-        cands, key=lambda c: c["val_mean_R@1"] if c["val_mean_R@1"] is not None else -math.inf
-    )
+
+    def key(c: dict[str, Any]) -> tuple[float, float]:
+        r1, mrr = c["val_mean_R@1"], c.get("val_MRR")
+        return (-math.inf if r1 is None else r1, -math.inf if mrr is None else mrr)
+
+    best = max(cands, key=key)
     for c in cands:
         c["selected"] = c is best
     return cands
 
 
-def _fit_sail(est: SOTAlign, data: TrainData, sup_loss: str = "siglip") -> Aligner:
-    """SAIL: SigLIP on the pairs only (heads of the same shape), early-stopped on validation."""
-    train_data, val = est.carve_validation(data)
-    if sup_loss == "siglip":
-        train_data = TrainData(train_data.images, train_data.texts)
-    cfg = est.train_config(alpha=0.0, sup_loss=sup_loss, divergence="none")
+def train_selected(
+    est: SOTAlign,
+    data: TrainData,
+    build: Callable[[TrainData], tuple[TrainData, Objective]],
+    **overrides: Any,
+) -> Aligner:
+    """Train heads early-stopped on a validation split carved from the pairs, then refit.
+
+    ``build(pairs_data)`` returns the data the trainer sees and the objective for a given set
+    of pairs (objectives such as NNCLR's depend on the pairs). With validation and ``refit``,
+    a first run on the training part finds the best step on validation, and a second run on
+    all pairs follows the same schedule and stops at that step (the final model sees every
+    pair, as SOTAlign's refit does); without validation the single run is the model. Only the
+    final run is checkpointed.
+    """
+    cfg = est.train_config(alpha=0.0, divergence="none", **overrides)
+    train_part, val = est.carve_validation(data)
+    final = val is None or not est.refit
+    tr_data, objective = build(train_part)
     aligner, res = est.train_heads(
-        train_data,
-        objective_from_config(cfg),
+        tr_data,
+        objective,
         val=val,
+        config=cfg,
+        checkpoint_dir=est.checkpoint_dir if final else None,
+        resume=getattr(est, "_resume", False) and final,
+    )
+    est.train_history_ = res.history
+    if val is not None:
+        est.selection_ = [
+            {
+                "candidate": est.method,
+                "alpha": None,
+                "val_mean_R@1": res.best_score,
+                "val_MRR": res.best_mrr,
+                "best_step": res.best_step,
+                "selected": True,
+            }
+        ]
+    if final:
+        return aligner
+    all_data, objective = build(data)
+    aligner, res = est.train_heads(
+        all_data,
+        objective,
         config=cfg,
         checkpoint_dir=est.checkpoint_dir,
         resume=getattr(est, "_resume", False),
+        stop_at=res.best_step,
     )
     est.train_history_ = res.history
     return aligner
+
+
+def _fit_sail(est: SOTAlign, data: TrainData, sup_loss: str = "siglip") -> Aligner:
+    """SAIL: SigLIP on the pairs only (heads of the same shape), early-stopped on validation,
+    then refitted on all pairs for the best number of steps."""
+    cfg = est.train_config(alpha=0.0, sup_loss=sup_loss, divergence="none")
+    objective = objective_from_config(cfg)
+
+    def build(d: TrainData) -> tuple[TrainData, Objective]:
+        return (TrainData(d.images, d.texts) if sup_loss == "siglip" else d), objective
+
+    return train_selected(est, data, build, sup_loss=sup_loss)
 
 
 def _teacher_method(name: str) -> FitFn:

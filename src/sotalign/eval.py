@@ -108,6 +108,36 @@ def retrieval_metrics(
 
 
 @torch.no_grad()
+def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dict[str, float]:
+    """Mean R@1 and mean reciprocal rank (both in percent) of one-to-one pairs.
+
+    Row i of ``image_emb`` matches row i of ``text_emb``. With ``r`` the 0-based rank of the
+    true partner (ties counted against it), ``MRR = mean 1/(r+1)`` over both directions. MRR
+    uses the whole ranking, so it separates models that a small validation gallery scores
+    alike on R@1; model selection compares (mean R@1, MRR) in that order.
+    """
+    img = l2_normalize(as_tensor(image_emb))
+    txt = l2_normalize(as_tensor(text_emb))
+    if img.shape != txt.shape or img.shape[0] == 0:
+        raise InputError(
+            f"paired metrics need as many images as texts (got {tuple(img.shape)} and"
+            f" {tuple(txt.shape)})"
+        )
+    n = img.shape[0]
+    r_i2t = torch.empty(n, dtype=torch.long)
+    r_t2i = torch.empty(n, dtype=torch.long)
+    for s in range(0, n, chunk):
+        rows = torch.arange(s, min(s + chunk, n))
+        sims = img[rows] @ txt.T
+        r_i2t[rows] = (sims > sims[torch.arange(len(rows)), rows][:, None]).sum(1)
+        sims = txt[rows] @ img.T
+        r_t2i[rows] = (sims > sims[torch.arange(len(rows)), rows][:, None]).sum(1)
+    r1 = 50.0 * float((r_i2t == 0).float().mean() + (r_t2i == 0).float().mean())
+    mrr = 50.0 * float((1.0 / (r_i2t + 1)).mean() + (1.0 / (r_t2i + 1)).mean())
+    return {"mean_R@1": r1, "MRR": mrr}
+
+
+@torch.no_grad()
 def class_prototypes(prompt_emb: Any, n_templates: int | None = None) -> Tensor:
     """Zero-shot prototypes: mean of L2-normalised prompt embeddings per class, renormalised.
 

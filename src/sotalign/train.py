@@ -209,9 +209,12 @@ class ValData:
 
 
 @torch.no_grad()
-def validation_score(model: AlignmentModel, val: ValData) -> float:
-    """Mean R@1 (percent) of the model on the validation pairs."""
-    from .eval import retrieval_metrics
+def validation_score(model: AlignmentModel, val: ValData) -> tuple[float, float]:
+    """(mean R@1, MRR), in percent, of the model on the validation pairs.
+
+    Compared as a tuple: R@1 first, the mean reciprocal rank breaks its ties (a small
+    validation gallery often scores many steps alike on R@1)."""
+    from .eval import paired_rank_metrics
 
     was_training = model.training
     model.eval()
@@ -219,7 +222,8 @@ def validation_score(model: AlignmentModel, val: ValData) -> float:
     zi = model.embed_images(val.images.to(dev)).cpu()
     zt = model.embed_texts(val.texts.to(dev)).cpu()
     model.train(was_training)
-    return float(retrieval_metrics(zi, zt)["mean_R@1"])
+    m = paired_rank_metrics(zi, zt)
+    return m["mean_R@1"], m["MRR"]
 
 
 @dataclass
@@ -229,6 +233,7 @@ class TrainResult:
     best_score: float | None
     steps_done: int
     seconds: float
+    best_mrr: float | None = None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -312,6 +317,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best_score: float | None = None
+        self.best_mrr: float | None = None
         self.best_step: int | None = None
         self.best_state: dict[str, Tensor] | None = None
 
@@ -341,6 +347,7 @@ class Trainer:
                 "optimizer": opt_meta,
                 "history": self.history,
                 "best_score": self.best_score,
+                "best_mrr": self.best_mrr,
                 "best_step": self.best_step,
                 "config": asdict(self.config),
             }
@@ -377,6 +384,7 @@ class Trainer:
         self.step = int(meta["step"])
         self.history = meta["history"]
         self.best_score, self.best_step = meta["best_score"], meta["best_step"]
+        self.best_mrr = meta.get("best_mrr")
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
 
@@ -391,17 +399,22 @@ class Trainer:
         if not every or (self.step % every and self.step != self.config.steps):
             return
         assert self.val is not None
-        score = validation_score(self.model, self.val)
-        logs["val_mean_R@1"] = score
-        if self.best_score is None or score > self.best_score:
-            self.best_score, self.best_step = score, self.step
+        score, mrr = validation_score(self.model, self.val)
+        logs["val_mean_R@1"], logs["val_MRR"] = score, mrr
+        # ties go to the later step: it has trained longer on the same evidence
+        if self.best_score is None or (score, mrr) >= (self.best_score, self.best_mrr or 0.0):
+            self.best_score, self.best_mrr, self.best_step = score, mrr, self.step
             self.best_state = {
                 k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
             }
 
-    def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    def run(
+        self, resume: bool = False, stop_after: int | None = None, stop_at: int | None = None
+    ) -> TrainResult:
         """Train; with ``resume`` continue from the newest checkpoint in ``checkpoint_dir``.
 
+        ``stop_at`` ends training at that global step while keeping the learning-rate schedule
+        of ``config.steps`` (a refit that reproduces an early-stopped run's trajectory).
         ``stop_after`` ends the loop early after that many steps in this call (for tests).
         """
         import time
@@ -414,8 +427,9 @@ class Trainer:
             if last is not None:
                 self.load_checkpoint(last)
         t0 = time.perf_counter()
+        end = cfg.steps if stop_at is None else max(1, min(int(stop_at), cfg.steps))
         bar = tqdm(
-            total=cfg.steps,
+            total=end,
             initial=self.step,
             disable=not self.progress,
             desc="train",
@@ -424,7 +438,7 @@ class Trainer:
         )
         done_here = 0
         self.model.train()
-        while self.step < cfg.steps:
+        while self.step < end:
             if stop_after is not None and done_here >= stop_after:
                 break
             lr = lr_at(self.step, cfg.steps, cfg.lr, cfg.warmup)
@@ -457,12 +471,17 @@ class Trainer:
             if (
                 self.checkpoint_dir is not None
                 and cfg.checkpoint_every
-                and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps)
+                and (self.step % cfg.checkpoint_every == 0 or self.step == end)
             ):
                 self.save_checkpoint()
         bar.close()
         return TrainResult(
-            self.history, self.best_step, self.best_score, self.step, time.perf_counter() - t0
+            self.history,
+            self.best_step,
+            self.best_score,
+            self.step,
+            time.perf_counter() - t0,
+            self.best_mrr,
         )
 
     def restore_best(self) -> None:

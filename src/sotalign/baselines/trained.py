@@ -143,11 +143,6 @@ def _positive(method: str, name: str, value: Any, allow_zero: bool = False) -> f
     return v
 
 
-def _split(est: Any, data: TrainData) -> tuple[TrainData, Any]:
-    """Training data and validation pairs, as for SAIL (no split below 10 pairs)."""
-    return est.carve_validation(data)
-
-
 def _need_unpaired(data: TrainData, method: str) -> None:
     if not data.has_unpaired:
         raise InputError(
@@ -156,18 +151,12 @@ def _need_unpaired(data: TrainData, method: str) -> None:
         )
 
 
-def _train(est: Any, data: TrainData, val: Any, objective: Any, **overrides: Any) -> Any:
-    cfg = est.train_config(alpha=0.0, divergence="none", **overrides)
-    aligner, res = est.train_heads(
-        data,
-        objective,
-        val=val,
-        config=cfg,
-        checkpoint_dir=est.checkpoint_dir,
-        resume=getattr(est, "_resume", False),
-    )
-    est.train_history_ = res.history
-    return aligner
+def _train(est: Any, data: TrainData,
+           build: Callable[[TrainData], tuple[TrainData, Any]], **overrides: Any) -> Any:
+    """Early-stop on a split of the pairs, then refit on all pairs (as SAIL and SOTAlign)."""
+    from ..estimator import train_selected
+
+    return train_selected(est, data, build, **overrides)
 
 
 def _sup(kind: str, model: AlignmentModel, za: Tensor, zb: Tensor,
@@ -248,10 +237,12 @@ def _fit_structure(est: Any, data: TrainData, semisup: bool) -> Any:
     tau = _positive(name, "tau", p["tau"])
     if semisup:
         _need_unpaired(data, name)
-    train_data, val = _split(est, data)
-    if not semisup:
-        train_data = TrainData(train_data.images, train_data.texts)
-    return _train(est, train_data, val, StructureObjective(lam, tau, semisup, est.sup_loss))
+    objective = StructureObjective(lam, tau, semisup, est.sup_loss)
+
+    def build(d: TrainData) -> tuple[TrainData, Any]:
+        return (d if semisup else TrainData(d.images, d.texts)), objective
+
+    return _train(est, data, build)
 
 
 # ----------------------------------------------------------------------------- NNCLR
@@ -365,15 +356,20 @@ def _fit_nnclr(est: Any, data: TrainData) -> Any:
     _need_unpaired(data, "nnclr")
     assert data.unpaired_images is not None and data.unpaired_texts is not None
     k = int(min(k, len(data.unpaired_images), len(data.unpaired_texts)))
-    train_data, val = _split(est, data)
     device = resolve_device(est.device)
-    nn_x = nearest_neighbours(train_data.images, data.unpaired_images, k, device=device)
-    nn_y = nearest_neighbours(train_data.texts, data.unpaired_texts, k, device=device)
-    objective = NNCLRObjective(nn_x, nn_y, data.unpaired_images, data.unpaired_texts, w,
-                               est.sup_loss, est.seed)
-    if k == 1:  # the pools enter only through the neighbour tables: no unpaired batches
-        return _train(est, TrainData(train_data.images, train_data.texts), val, objective)
-    return _train(est, train_data, val, objective, batch_unpaired=8)  # keys of the draws
+    unpaired_x, unpaired_y = data.unpaired_images, data.unpaired_texts
+
+    def build(d: TrainData) -> tuple[TrainData, Any]:
+        nn_x = nearest_neighbours(d.images, unpaired_x, k, device=device)
+        nn_y = nearest_neighbours(d.texts, unpaired_y, k, device=device)
+        objective = NNCLRObjective(nn_x, nn_y, unpaired_x, unpaired_y, w, est.sup_loss,
+                                   est.seed)
+        # k = 1: the pools enter only through the neighbour tables, no unpaired batches
+        return (TrainData(d.images, d.texts) if k == 1 else d), objective
+
+    if k == 1:
+        return _train(est, data, build)
+    return _train(est, data, build, batch_unpaired=8)  # keys of the draws
 
 
 # ----------------------------------------------------------------------------- S-CLIP
@@ -451,9 +447,8 @@ def _fit_sclip(est: Any, data: TrainData) -> Any:
             f" got {iters!r}"
         )
     _need_unpaired(data, "sclip")
-    train_data, val = _split(est, data)
     objective = SCLIPObjective(w, p["mode"], eps, p["affinity"], int(iters), est.sup_loss)
-    return _train(est, train_data, val, objective)
+    return _train(est, data, lambda d: (d, objective))
 
 
 # ----------------------------------------------------------------------------- registration
