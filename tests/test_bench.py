@@ -179,3 +179,26 @@ def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
     res = CliRunner().invoke(bench_app, ["--out", str(tmp_path / "c"), "--pairs", "x"])
     assert res.exit_code != 0
     assert re.search("--dataset|--pairs", str(res.exception) + res.output)
+
+
+def test_sweeps_show_the_main_run_as_their_reference_point():
+    from sotalign.bench import aggregate, with_reference
+
+    def run(sweep, method, pairs, seed, unpaired, score, batch=1024):
+        return {"sweep": sweep, "method": method, "pairs": pairs, "seed": seed,
+                "unpaired": unpaired, "batch_unpaired": batch, "test": {"mean_R@1": score}}
+
+    runs = [run("pairs", "sotalign", 200, s, 50_000, 40.0 + s) for s in range(3)]
+    runs += [run("pairs", "sotalign", 1000, s, 50_000, 60.0) for s in range(3)]
+    runs += [run("pairs", "sail", 200, s, 0, 20.0) for s in range(3)]
+    runs += [run("unpaired", "sotalign", 200, s, 5000, 30.0 + s) for s in range(3)]
+    runs += [run("batch", "sotalign", 200, 0, 50_000, 35.0, batch=512)]
+    agg = aggregate(with_reference(runs, "unpaired", "unpaired"), "unpaired", "unpaired",
+                    lambda r: r["test"]["mean_R@1"])
+    assert list(agg) == ["sotalign"]  # SAIL was not swept; 1,000 pairs are not the sweep's
+    assert agg["sotalign"][5000] == pytest.approx((31.0, 1.0, 3))
+    assert agg["sotalign"][50_000] == pytest.approx((41.0, 1.0, 3))
+    b = aggregate(with_reference(runs, "batch", "batch_unpaired"), "batch", "batch_unpaired",
+                  lambda r: r["test"]["mean_R@1"])
+    assert b["sotalign"][512] == (35.0, 0.0, 1)
+    assert b["sotalign"][1024] == (40.0, 0.0, 1)  # only the swept seed's reference run

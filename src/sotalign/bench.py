@@ -403,6 +403,18 @@ def aggregate(runs: list[dict[str, Any]], sweep: str, xkey: str,
             for m, d in groups.items()}
 
 
+def with_reference(runs: list[dict[str, Any]], sweep: str, xkey: str) -> list[dict[str, Any]]:
+    """The runs of an ``unpaired`` or ``batch`` sweep plus, as its reference point, the main
+    sweep's runs of the same method, pairs and seed (full pools, the common batch size)."""
+    swept = [r for r in runs if r.get("sweep") == sweep]
+    keys = {(r["method"], r["pairs"], r["seed"]) for r in swept}
+    ref = [{**r, "sweep": sweep} for r in runs
+           if r.get("sweep") == "pairs" and (r["method"], r["pairs"], r["seed"]) in keys
+           and r.get(xkey) is not None
+           and not any(int(r[xkey]) == int(q[xkey]) for q in swept)]
+    return swept + ref
+
+
 def _cell(t: tuple[float, float, int] | None, best: bool = False) -> str:
     if t is None:
         return "—"
@@ -487,12 +499,15 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
     if any(r.get("sweep") == "unpaired" for r in runs):
         out += [f"## Test mean R@1 vs unpaired samples per pool ({sweep_pairs('unpaired')} "
                 "pairs)", "",
-                _table(aggregate(runs, "unpaired", "unpaired", lambda r: r["test"][MAIN]),
-                       "unpaired", methods), ""]
+                "The largest size is the main table's run (full pools).", "",
+                _table(aggregate(with_reference(runs, "unpaired", "unpaired"), "unpaired",
+                                 "unpaired", lambda r: r["test"][MAIN]), "unpaired", methods),
+                ""]
     if any(r.get("sweep") == "batch" for r in runs):
         out += [f"## Test mean R@1 vs unpaired batch size ({sweep_pairs('batch')} pairs)", "",
-                _table(aggregate(runs, "batch", "batch_unpaired", lambda r: r["test"][MAIN]),
-                       "batch", methods), ""]
+                _table(aggregate(with_reference(runs, "batch", "batch_unpaired"), "batch",
+                                 "batch_unpaired", lambda r: r["test"][MAIN]), "batch", methods),
+                ""]
     sel = _selection_summary(runs)
     if sel:
         out += ["## Selected candidates (validation split of the pairs)", "", sel, ""]
@@ -527,7 +542,8 @@ def _plot(result: dict[str, Any], out: Path) -> list[str]:
              ("unpaired", "unpaired", "unpaired samples per pool", "unpaired.png"),
              ("batch", "batch_unpaired", "unpaired batch size", "batch.png")]
     for sweep, key, xlabel, fname in specs:
-        agg = aggregate(runs, sweep, key, lambda r: r["test"][MAIN])
+        pts = runs if sweep == "pairs" else with_reference(runs, sweep, key)
+        agg = aggregate(pts, sweep, key, lambda r: r["test"][MAIN])
         if not agg:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -536,6 +552,9 @@ def _plot(result: dict[str, Any], out: Path) -> list[str]:
             ax.errorbar(xs, [d[x][0] for x in xs], yerr=[d[x][1] for x in xs], marker="o",
                         capsize=3, label=m)
         ax.set_xscale("log")
+        xs_all = sorted({x for d in agg.values() for x in d})
+        ax.set_xticks(xs_all, [f"{x:,}" for x in xs_all])
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test mean R@1 (%)")
         ax.set_title(f"{result['data']['dataset']}: mean ± std over seeds")

@@ -15,9 +15,13 @@ Methods (``method=``):
 Model selection. With ``alpha="auto"`` (the default), a validation split is carved from the
 pairs only (``val_fraction``); SOTAlign's candidates — the teacher alone, the heads without the
 divergence (α = 0) and every α of ``alpha_grid`` — are each trained on the remaining pairs and
-scored by validation mean R@1; the best candidate is then refitted on all pairs (``refit``).
-So the default never ends below the best of its own candidates on validation. The test split
-is never seen. ``selection_`` holds the table of candidates and scores.
+scored by validation mean R@1 (ties broken by the mean reciprocal rank, which uses the whole
+ranking and so separates candidates that a small validation gallery scores alike); the best
+candidate is then refitted on all pairs (``refit``), along the same learning-rate schedule and
+stopped at the step that was best on validation. So the default never ends below the best of
+its own candidates on validation. Trained baselines (SAIL and the others) early-stop and refit
+the same way. The test split is never seen. ``selection_`` holds the table of candidates and
+scores.
 """
 
 from __future__ import annotations
