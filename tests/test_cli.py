@@ -155,3 +155,19 @@ def test_teacher_method_and_errors(files):
     listing = run("methods", cwd=d)
     for m in ("sotalign", "sail", "cca", "procrustes", "contrastive"):
         assert m in listing.stdout
+
+
+def test_fit_prints_the_validation_selection(files):
+    proc = run(
+        "fit", "--paired-images", "A.npy", "--paired-texts", "B.npy",
+        "--unpaired-images", "X.npy", "--unpaired-texts", "Y.npy", "--out", "sel",
+        "--set", "steps=10", "--set", "dim=16", "--set", "alpha_grid=[0.1]",
+        "--set", "batch_unpaired=32", cwd=files,
+    )
+    out = proc.stdout
+    assert "val MRR" in out and "selected" in out
+    for cand in ("teacher:cca", "alpha=0", "alpha=0.1"):
+        assert cand in out
+    saved = json.loads((files / "sel" / "config.json").read_text())
+    assert sum(c["selected"] for c in saved["selection"]) == 1
+    assert all(c["val_MRR"] >= c["val_mean_R@1"] for c in saved["selection"])  # MRR ≥ R@1

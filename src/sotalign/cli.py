@@ -192,14 +192,15 @@ def print_metrics(rows: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) 
 def _print_selection(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title="validation selection (mean R@1 on held-out pairs)")
-    for col in ("candidate", "val mean R@1", "best step", ""):
+    table = Table(title="validation selection (held-out pairs; MRR breaks R@1 ties)")
+    for col in ("candidate", "val mean R@1", "val MRR", "best step", ""):
         table.add_column(col)
     for r in rows:
-        score = r["val_mean_R@1"]
+        score, mrr = r["val_mean_R@1"], r.get("val_MRR")
         table.add_row(
             r["candidate"],
             "-" if score is None else f"{score:.1f}",
+            "-" if mrr is None else f"{mrr:.1f}",
             "-" if r.get("best_step") is None else str(r["best_step"]),
             "selected" if r.get("selected") else "",
         )
