@@ -17,8 +17,8 @@ COMMON=(--dataset wordnet
   --seeds 0,1,2 --threads 1 --resume)
 ALL=sotalign,sail,semisup_sail,cca,procrustes,csa,asif,structure,structure_semisup,nnclr,sclip
 # baselines whose weight (or lr) is selected per setting on the pairs' validation split
-GRIDS=(--grid 'sail:lr=0.0003|0.001|0.003' --grid 'structure:method_params.lam=0.1|1|10'
-  --grid 'structure_semisup:method_params.lam=0.1|1|10' --grid 'nnclr:method_params.w=0.25|1')
+GRIDS=(--grid 'sail:lr=0.0003|0.001|0.003' --grid 'structure:method_params.lam=0.001|0.01|0.1|1'
+  --grid 'structure_semisup:method_params.lam=0.001|0.01|0.1|1' --grid 'nnclr:method_params.w=0.25|1')
 B=.venv/bin/sotalign
 if [ "${1:-}" != "merge" ]; then
   {

@@ -147,8 +147,8 @@ def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) ->
     for r in res["runs"]:
         assert [g["candidate"] for g in r["grid"]] == [
             {"method_params.k": 5}, {"method_params.k": 30}]
-        best = max(r["grid"], key=lambda g: g["val_mean_R@1"])
-        assert best["selected"]
+        best = max(r["grid"], key=lambda g: (g["val_mean_R@1"], g["val_MRR"]))
+        assert best["selected"] and sum(g["selected"] for g in r["grid"]) == 1
         assert r["settings"]["method_params"] == {"k": best["candidate"]["method_params.k"]}
 
 

@@ -319,9 +319,12 @@ def _select_on_pairs(
     params: dict[str, Any], grid: dict[str, list[Any]], A: np.ndarray, B: np.ndarray,
     X: Any, Y: Any,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every grid point on a validation split of the pairs; return the best params."""
+    """Score every grid point on a validation split of the pairs; return the best params.
+
+    Points compare by validation mean R@1, ties broken by the mean reciprocal rank; exact ties
+    keep the earlier point."""
     from .estimator import SOTAlign, split_pairs
-    from .eval import retrieval_metrics
+    from .eval import paired_rank_metrics
 
     frac = float(params.get("val_fraction", 0.2))
     tr, va = split_pairs(len(A), frac, int(params.get("seed", 0)))
@@ -331,9 +334,9 @@ def _select_on_pairs(
         for k, v in pt.items():
             p = _apply(p, k, v)
         est = SOTAlign(**p).fit(A[tr], B[tr], X, Y, check_inputs=False)
-        score = retrieval_metrics(est.encode_images(A[va]), est.encode_texts(B[va]))[MAIN]
-        table.append({"candidate": pt, "val_mean_R@1": float(score)})
-    best = max(table, key=lambda r: r["val_mean_R@1"])
+        m = paired_rank_metrics(est.encode_images(A[va]), est.encode_texts(B[va]))
+        table.append({"candidate": pt, "val_mean_R@1": m[MAIN], "val_MRR": m["MRR"]})
+    best = max(table, key=lambda r: (r["val_mean_R@1"], r["val_MRR"]))
     for r in table:
         r["selected"] = r is best
     p = dict(params)
