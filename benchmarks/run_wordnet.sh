@@ -35,7 +35,7 @@ if [ "${1:-}" != "merge" ]; then
   } > $R/wordnet_bench_baselines.log 2>&1 &
   {  # semi-supervised STRUCTURE costs ~9 min per 200-pair setting here: 200 pairs only
     $B bench "${COMMON[@]}" "${GRIDS[@]}" --methods sail,structure,structure_semisup,nnclr \
-      --pairs 200 --out $R/wordnet_bench_tuned
+      --pairs 200 --out $R/wordnet_bench_tuned200
     $B bench "${COMMON[@]}" "${GRIDS[@]}" --methods sail,structure,nnclr \
       --grid 'structure:method_params.lam=0.001|0.01|0.1' --pairs 1000 \
       --out $R/wordnet_bench_tuned
@@ -49,4 +49,4 @@ NOTES=()
   --out $R/wordnet_bench --render-only --include $R/wordnet_bench_sotalign \
   --include $R/wordnet_bench_baselines --include $R/wordnet_bench_p4000 \
   --include $R/wordnet_bench_p4000_baselines --include $R/wordnet_bench_tuned \
-  "${NOTES[@]}"
+  --include $R/wordnet_bench_tuned200 "${NOTES[@]}"

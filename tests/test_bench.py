@@ -126,7 +126,6 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     data2 = json.loads((out / "results.json").read_text())
     assert [r["test"] for r in data2["runs"]] == [r["test"] for r in runs]
     assert [r["fit_seconds"] for r in data2["runs"]] == [r["fit_seconds"] for r in runs]
-
     # --render-only merges result folders without fitting anything
     merged = tmp_path / "merged"
     res3 = CliRunner().invoke(bench_app, ["--out", str(merged), *args[2:],
@@ -136,6 +135,22 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert sorted(r["fit_seconds"] for r in data3["runs"]) == sorted(
         r["fit_seconds"] for r in runs)
     assert (merged / "results.md").read_text().count("±") == md.count("±")
+    # a resumed run with another plan adds its runs and keeps the folder's earlier ones
+    i = args.index("--pairs")
+    other = [*args[:i], "--pairs", "40", *args[i + 2:], "--methods", "cca", "--resume"]
+    res_o = CliRunner().invoke(bench_app, other)
+    assert res_o.exit_code == 0, res_o.output
+    data_o = json.loads((out / "results.json").read_text())
+    keys = {(r["sweep"], r["method"], r["pairs"], r["seed"]) for r in data_o["runs"]}
+    assert {(r["sweep"], r["method"], r["pairs"], r["seed"]) for r in runs} <= keys
+    assert {("pairs", "cca", 40, s) for s in (0, 1, 2)} <= keys
+    kept = {_k(r): r["test"] for r in data_o["runs"]}
+    assert all(kept[_k(r)] == r["test"] for r in runs)  # earlier runs kept, not refitted
+
+
+def _k(r):
+    return (r["sweep"], r["method"], r["pairs"], r["seed"], r.get("unpaired_size"),
+            r.get("batch_unpaired"))
 
 
 def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) -> None:

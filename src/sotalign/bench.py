@@ -680,10 +680,13 @@ def run_bench(
             raise InputError(f"--include {src.parent}: no results.json there")
     if resume and json_path.is_file():
         sources.append(json_path)
+    own: list[dict[str, Any]] = []  # OUT's earlier runs, kept even when outside this plan
     for src in sources:
         for r in json.loads(src.read_text()).get("runs", []):
             if not r.get("error"):
                 done[_key(r)] = r
+                if src == json_path:
+                    own.append(r)
     result: dict[str, Any] = {
         "command": command or "run_bench(...)",
         "data": data.summary(),
@@ -715,6 +718,8 @@ def run_bench(
         result["config"]["render_only"] = True
     else:  # runs kept from earlier are written before anything new is fitted
         result["runs"] = [done[_key(t)] for t in plan if _key(t) in done]
+        planned = {_key(t) for t in plan}
+        result["runs"] += [r for r in own if _key(r) not in planned]
     flush()
     for i, task in enumerate(plan, 1):
         if _key(task) in done:
