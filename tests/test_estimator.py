@@ -115,3 +115,27 @@ def test_sail_refits_on_all_pairs_up_to_the_validated_step():
     # the refit sees all 60 pairs; without refit the heads saw the 48 training pairs only
     assert not torch.equal(est.aligner_.model.f.linear.weight,
                            no_refit.aligner_.model.f.linear.weight)
+
+
+@pytest.mark.parametrize("method, divergence", [("sotalign_cka", "cka"),
+                                                ("sotalign_ginfonce", "ginfonce")])
+def test_table1_divergence_methods_train_with_their_divergence(method, divergence,
+                                                                monkeypatch):
+    import sotalign.train as train_mod
+    from sotalign.synthetic import TwoView
+
+    seen = []
+    real = train_mod.get_divergence
+    monkeypatch.setattr(train_mod, "get_divergence", lambda name: seen.append(name) or real(name))
+    tv = TwoView(d_x=32, d_y=24, latent=8, noise=0.3, seed=0)
+    A, B = tv.pairs(60, 1)
+    X, Y = tv.unpaired(400, 400, 2)
+    Ti, Tt = tv.pairs(200, 3)
+    est = SOTAlign(method=method, steps=40, lr=1e-3, dim=16, batch_unpaired=64,
+                   alpha_grid=(0.1,), progress=False).fit(A, B, X, Y)
+    assert set(seen) == {divergence} and est.divergence == "klot"  # parameter left as given
+    assert [c["candidate"] for c in est.selection_] == ["teacher:cca", "alpha=0", "alpha=0.1"]
+    from sotalign.eval import retrieval_metrics
+
+    score = retrieval_metrics(est.encode_images(Ti), est.encode_texts(Tt))["mean_R@1"]
+    assert score > 10.0  # chance: 0.5 %

@@ -272,8 +272,10 @@ def methods() -> None:
     """List the available methods."""
     from .estimator import available_methods
 
-    for name, spec in sorted(available_methods().items()):
-        console.print(f"[bold]{name:14s}[/bold] {spec.summary}")
+    specs = sorted(available_methods().items())
+    width = max(len(name) for name, _ in specs)
+    for name, spec in specs:
+        console.print(f"[bold]{name:{width}s}[/bold]  {spec.summary}")
 
 
 @app.command()

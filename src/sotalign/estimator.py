@@ -704,6 +704,29 @@ register_method(
         uses_unpaired=True,
     )
 )
+
+
+def _divergence_method(divergence: str) -> FitFn:
+    """SOTAlign with another divergence in place of ``est.divergence`` (the paper's Table 1)."""
+
+    def fit(est: SOTAlign, data: TrainData) -> Aligner:
+        saved = est.divergence
+        est.divergence = divergence
+        try:
+            return _fit_sotalign(est, data)
+        finally:
+            est.divergence = saved
+
+    return fit
+
+
+for _div, _summary in (
+    ("cka", "SOTAlign with CKA between K and K* instead of KLOT (Table 1)"),
+    ("ginfonce", "SOTAlign with generalised InfoNCE instead of KLOT (Table 1)"),
+):
+    register_method(
+        MethodSpec(f"sotalign_{_div}", _summary, _divergence_method(_div), uses_unpaired=True)
+    )
 register_method(MethodSpec("sail", "SigLIP on the pairs only (SAIL, linear heads)", _fit_sail))
 register_method(
     MethodSpec(
