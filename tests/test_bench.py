@@ -217,3 +217,26 @@ def test_sweeps_show_the_main_run_as_their_reference_point():
                   lambda r: r["test"]["mean_R@1"])
     assert b["sotalign"][512] == (35.0, 0.0, 1)
     assert b["sotalign"][1024] == (40.0, 0.0, 1)  # only the swept seed's reference run
+
+
+def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
+    from sotalign.bench import BenchData
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(60, 8)).astype(np.float32)
+    data = BenchData("toy", A, A + 0.1, None, None, A[:20], A[:20] + 0.1)
+
+    def folder(name, score):
+        d = tmp_path / name
+        d.mkdir()
+        run = {"sweep": "pairs", "method": "cca", "pairs": 20, "seed": 0, "unpaired": 0,
+               "test": {"mean_R@1": score, "i2t": {"R@1": score}, "t2i": {"R@1": score}},
+               "fit_seconds": 0.1, "selection": [], "selected": None, "grid": []}
+        (d / "results.json").write_text(json.dumps({"runs": [run]}))
+        return d
+
+    merged = folder("merged", 1.0)  # an earlier merge, now stale
+    old, new = folder("old", 2.0), folder("new", 3.0)
+    res = run_bench(data, merged, methods=["cca"], pairs=[20], seeds=[0], include=[old, new],
+                    render_only=True, log=lambda s: None)
+    assert [r["test"]["mean_R@1"] for r in res["runs"]] == [3.0]  # the last include wins

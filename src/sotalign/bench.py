@@ -623,8 +623,10 @@ def run_bench(
     ``grids[m]`` is selected on a validation split of the pairs (see the module doc). Returns
     the result dictionary written to ``results.json``. With ``resume`` the runs already in
     ``out/results.json`` are kept instead of refitted; ``include`` names further result folders
-    whose runs are reused the same way (sweeps split over several processes, then merged).
-    ``render_only`` fits nothing: it reports every run found in those folders.
+    whose runs are reused the same way (sweeps split over several processes, then merged); a
+    run found in several places is taken from the last ``include`` that has it, and from
+    ``out`` only when no ``include`` has it. ``render_only`` fits nothing: it reports every
+    run found in those folders.
     ``pairs_sweep=False`` runs only the unpaired/batch sweeps (e.g. in a separate process).
     """
     from .estimator import available_methods
@@ -678,8 +680,8 @@ def run_bench(
     for src in sources:
         if not src.is_file():
             raise InputError(f"--include {src.parent}: no results.json there")
-    if resume and json_path.is_file():
-        sources.append(json_path)
+    if resume and json_path.is_file():  # first: --include folders override OUT's own runs
+        sources.insert(0, json_path)
     own: list[dict[str, Any]] = []  # OUT's earlier runs, kept even when outside this plan
     for src in sources:
         for r in json.loads(src.read_text()).get("runs", []):
