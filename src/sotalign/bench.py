@@ -550,10 +550,12 @@ def _plot(result: dict[str, Any], out: Path) -> list[str]:
         if not agg:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for m, d in agg.items():
+        cmap = plt.get_cmap("tab10" if len(agg) <= 10 else "tab20")
+        for k, (m, d) in enumerate(agg.items()):
             xs = list(d)
             ax.errorbar(xs, [d[x][0] for x in xs], yerr=[d[x][1] for x in xs], marker="o",
-                        capsize=3, label=m)
+                        capsize=3, label=m, color=cmap(k % cmap.N),
+                        linewidth=2.5 if m == "sotalign" else 1.5)
         ax.set_xscale("log")
         xs_all = sorted({x for d in agg.values() for x in d})
         ax.set_xticks(xs_all, [f"{x:,}" for x in xs_all])
