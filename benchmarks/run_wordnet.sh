@@ -32,6 +32,8 @@ if [ "${1:-}" != "merge" ]; then
       --out $R/wordnet_bench_baselines
     $B bench "${COMMON[@]}" --methods sail,cca,procrustes,csa,asif --pairs 4000 \
       --out $R/wordnet_bench_p4000_baselines
+    $B bench "${COMMON[@]}" --methods sotalign --pairs 4000 --seeds 1 \
+      --out $R/wordnet_bench_p4000_s1
   } > $R/wordnet_bench_baselines.log 2>&1 &
   {  # semi-supervised STRUCTURE costs ~9 min per 200-pair setting here: 200 pairs only
     $B bench "${COMMON[@]}" "${GRIDS[@]}" --methods sail,structure,structure_semisup,nnclr \
@@ -39,6 +41,8 @@ if [ "${1:-}" != "merge" ]; then
     $B bench "${COMMON[@]}" "${GRIDS[@]}" --methods sail,structure,nnclr \
       --grid 'structure:method_params.lam=0.001|0.01|0.1' --pairs 1000 \
       --out $R/wordnet_bench_tuned
+    $B bench "${COMMON[@]}" --methods sotalign --pairs 4000 --seeds 2 \
+      --out $R/wordnet_bench_p4000_s2
   } > $R/wordnet_bench_tuned.log 2>&1 &
   wait
 fi
@@ -49,4 +53,5 @@ NOTES=()
   --out $R/wordnet_bench --render-only --include $R/wordnet_bench_sotalign \
   --include $R/wordnet_bench_baselines --include $R/wordnet_bench_p4000 \
   --include $R/wordnet_bench_p4000_baselines --include $R/wordnet_bench_tuned \
-  --include $R/wordnet_bench_tuned200 "${NOTES[@]}"
+  --include $R/wordnet_bench_tuned200 --include $R/wordnet_bench_p4000_s1 \
+  --include $R/wordnet_bench_p4000_s2 "${NOTES[@]}"
