@@ -324,7 +324,7 @@ def _select_on_pairs(
     Points compare by validation mean R@1, ties broken by the mean reciprocal rank; exact ties
     keep the earlier point."""
     from .estimator import SOTAlign, split_pairs
-    from .eval import paired_rank_metrics
+    from .eval import paired_rank_metrics, selection_key
 
     frac = float(params.get("val_fraction", 0.2))
     tr, va = split_pairs(len(A), frac, int(params.get("seed", 0)))
@@ -336,7 +336,7 @@ def _select_on_pairs(
         est = SOTAlign(**p).fit(A[tr], B[tr], X, Y, check_inputs=False)
         m = paired_rank_metrics(est.encode_images(A[va]), est.encode_texts(B[va]))
         table.append({"candidate": pt, "val_mean_R@1": m[MAIN], "val_MRR": m["MRR"]})
-    best = max(table, key=lambda r: (r["val_mean_R@1"], r["val_MRR"]))
+    best = max(table, key=lambda r: selection_key(r["val_mean_R@1"], r["val_MRR"]))
     for r in table:
         r["selected"] = r is best
     p = dict(params)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -514,9 +513,12 @@ def _teacher_score(teacher: Any, val: ValData) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- core methods
 
 
-def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
-    """SOTAlign: teacher on pairs, then heads with L_sup + α·D; α selected on validation."""
-    uses_div = est.divergence != "none" and data.has_unpaired
+def _fit_sotalign(est: SOTAlign, data: TrainData, divergence: str | None = None) -> Aligner:
+    """SOTAlign: teacher on pairs, then heads with L_sup + α·D; α selected on validation.
+
+    ``divergence`` replaces ``est.divergence`` (the Table 1 methods)."""
+    div = est.divergence if divergence is None else divergence
+    uses_div = div != "none" and data.has_unpaired
     auto = isinstance(est.alpha, str)
     if isinstance(est.alpha, str) and est.alpha != "auto":
         raise ConfigError(f"alpha must be a number or 'auto', got {est.alpha!r}")
@@ -529,11 +531,13 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
         teacher = (
             est.fit_teacher(train_data.images.array, train_data.texts.array) if uses_div else None
         )
+        cfg = est.train_config(divergence=div)
         aligner, result = est.train_heads(
             train_data,
-            objective_from_config(est.train_config()),
+            objective_from_config(cfg),
             teacher=teacher,
             val=val,
+            config=cfg,
             checkpoint_dir=est.checkpoint_dir,
             resume=getattr(est, "_resume", False),
         )
@@ -548,7 +552,7 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
     if getattr(est, "_resume", False) and sel_file is not None and sel_file.is_file():
         cands = json.loads(sel_file.read_text())  # selection of the interrupted run
     else:
-        cands = _select_candidates(est, train_data, val, teacher, uses_div)
+        cands = _select_candidates(est, train_data, val, teacher, uses_div, div)
         if sel_file is not None:
             from .io import write_json_atomic
 
@@ -558,7 +562,7 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
     if best["alpha"] is None:  # the teacher alone wins
         return est.fit_teacher(data.images.array, data.texts.array) if est.refit else teacher
     if not est.refit:
-        cfg = est.train_config(alpha=best["alpha"])
+        cfg = est.train_config(alpha=best["alpha"], divergence=div)
         aligner, res = est.train_heads(
             train_data, objective_from_config(cfg), teacher=teacher, val=val, config=cfg
         )
@@ -566,7 +570,7 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
         return aligner
     # Refit on all pairs along the same schedule, stopping at the step best on validation.
     full_teacher = est.fit_teacher(data.images.array, data.texts.array)
-    cfg = est.train_config(alpha=best["alpha"])
+    cfg = est.train_config(alpha=best["alpha"], divergence=div)
     aligner, res = est.train_heads(
         data,
         objective_from_config(cfg),
@@ -581,7 +585,12 @@ def _fit_sotalign(est: SOTAlign, data: TrainData) -> Aligner:
 
 
 def _select_candidates(
-    est: SOTAlign, train_data: TrainData, val: ValData, teacher: Any, uses_div: bool
+    est: SOTAlign,
+    train_data: TrainData,
+    val: ValData,
+    teacher: Any,
+    uses_div: bool,
+    divergence: str,
 ) -> list[dict[str, Any]]:
     """Score the teacher alone, α = 0 and each α of the grid on validation; mark the best.
 
@@ -599,7 +608,7 @@ def _select_candidates(
     ]
     alphas = [0.0] + ([float(a) for a in est.alpha_grid] if uses_div else [])
     for a in alphas:
-        cfg = est.train_config(alpha=a)
+        cfg = est.train_config(alpha=a, divergence=divergence)
         _, res = est.train_heads(
             train_data, objective_from_config(cfg), teacher=teacher, val=val, config=cfg
         )
@@ -612,12 +621,9 @@ def _select_candidates(
                 "best_step": res.best_step,
             }
         )
+    from .eval import selection_key
 
-    def key(c: dict[str, Any]) -> tuple[float, float]:
-        r1, mrr = c["val_mean_R@1"], c.get("val_MRR")
-        return (-math.inf if r1 is None else r1, -math.inf if mrr is None else mrr)
-
-    best = max(cands, key=key)
+    best = max(cands, key=lambda c: selection_key(c["val_mean_R@1"], c.get("val_MRR")))
     for c in cands:
         c["selected"] = c is best
     return cands
@@ -627,6 +633,7 @@ def train_selected(
     est: SOTAlign,
     data: TrainData,
     build: Callable[[TrainData], tuple[TrainData, Objective]],
+    config: TrainConfig | None = None,
     **overrides: Any,
 ) -> Aligner:
     """Train heads early-stopped on a validation split carved from the pairs, then refit.
@@ -636,9 +643,10 @@ def train_selected(
     a first run on the training part finds the best step on validation, and a second run on
     all pairs follows the same schedule and stops at that step (the final model sees every
     pair, as SOTAlign's refit does); without validation the single run is the model. Only the
-    final run is checkpointed.
+    final run is checkpointed. ``config`` (default: the estimator's, without divergence, with
+    ``overrides``) is the training configuration of both runs.
     """
-    cfg = est.train_config(alpha=0.0, divergence="none", **overrides)
+    cfg = config or est.train_config(alpha=0.0, divergence="none", **overrides)
     train_part, val = est.carve_validation(data)
     final = val is None or not est.refit
     tr_data, objective = build(train_part)
@@ -686,7 +694,7 @@ def _fit_sail(est: SOTAlign, data: TrainData, sup_loss: str = "siglip") -> Align
     def build(d: TrainData) -> tuple[TrainData, Objective]:
         return (TrainData(d.images, d.texts) if sup_loss == "siglip" else d), objective
 
-    return train_selected(est, data, build, sup_loss=sup_loss)
+    return train_selected(est, data, build, cfg)
 
 
 def _teacher_method(name: str) -> FitFn:
@@ -710,12 +718,7 @@ def _divergence_method(divergence: str) -> FitFn:
     """SOTAlign with another divergence in place of ``est.divergence`` (the paper's Table 1)."""
 
     def fit(est: SOTAlign, data: TrainData) -> Aligner:
-        saved = est.divergence
-        est.divergence = divergence
-        try:
-            return _fit_sotalign(est, data)
-        finally:
-            est.divergence = saved
+        return _fit_sotalign(est, data, divergence)
 
     return fit
 

@@ -11,6 +11,7 @@ The main metric is **mean R@1**, the mean of the two R@1 values. All figures are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,6 +136,12 @@ def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dic
     r1 = 50.0 * float((r_i2t == 0).float().mean() + (r_t2i == 0).float().mean())
     mrr = 50.0 * float((1.0 / (r_i2t + 1)).mean() + (1.0 / (r_t2i + 1)).mean())
     return {"mean_R@1": r1, "MRR": mrr}
+
+
+def selection_key(r1: float | None, mrr: float | None) -> tuple[float, float]:
+    """Sort key of a validation result: mean R@1 first, the MRR breaks its ties; a missing
+    score sorts below every real one."""
+    return (-math.inf if r1 is None else r1, -math.inf if mrr is None else mrr)
 
 
 @torch.no_grad()

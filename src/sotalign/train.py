@@ -399,10 +399,12 @@ class Trainer:
         if not every or (self.step % every and self.step != self.config.steps):
             return
         assert self.val is not None
+        from .eval import selection_key
+
         score, mrr = validation_score(self.model, self.val)
         logs["val_mean_R@1"], logs["val_MRR"] = score, mrr
         # ties go to the later step: it has trained longer on the same evidence
-        if self.best_score is None or (score, mrr) >= (self.best_score, self.best_mrr or 0.0):
+        if selection_key(score, mrr) >= selection_key(self.best_score, self.best_mrr):
             self.best_score, self.best_mrr, self.best_step = score, mrr, self.step
             self.best_state = {
                 k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
