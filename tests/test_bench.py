@@ -238,5 +238,5 @@ def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
     merged = folder("merged", 1.0)  # an earlier merge, now stale
     old, new = folder("old", 2.0), folder("new", 3.0)
     res = run_bench(data, merged, methods=["cca"], pairs=[20], seeds=[0], include=[old, new],
-                    render_only=True, log=lambda s: None)
+                    render_only=True, resume=True, log=lambda s: None)  # as the CLI does
     assert [r["test"]["mean_R@1"] for r in res["runs"]] == [3.0]  # the last include wins

@@ -171,3 +171,6 @@ def test_fit_prints_the_validation_selection(files):
     saved = json.loads((files / "sel" / "config.json").read_text())
     assert sum(c["selected"] for c in saved["selection"]) == 1
     assert all(c["val_MRR"] >= c["val_mean_R@1"] for c in saved["selection"])  # MRR ≥ R@1
+    for c in saved["selection"]:  # each candidate's row shows its MRR
+        row = next(line for line in out.splitlines() if f" {c['candidate']} " in line)
+        assert f"{c['val_MRR']:.1f}" in row, row

@@ -112,6 +112,20 @@ def test_sail_refits_on_all_pairs_up_to_the_validated_step():
     assert sel["selected"] and sel["best_step"] is not None and sel["val_MRR"] is not None
     assert est.train_history_[-1]["step"] == sel["best_step"]  # refit stops at the best step
     no_refit = SOTAlign(**kw, refit=False).fit(A, B)
+    # a validation curve that peaks early: the refit stops there, on the 40-step schedule
+    import sotalign.train as train_mod
+    from sotalign.train import lr_at
+
+    falling = iter([(90.0 - i, 90.0 - i) for i in range(100)])
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_mod, "validation_score", lambda model, val: next(falling))
+    try:
+        early = SOTAlign(**kw).fit(A, B)
+    finally:
+        mp.undo()
+    assert early.selection_[0]["best_step"] == 4  # the first evaluation (every 40 // 10 steps)
+    assert [h["step"] for h in early.train_history_] == [1, 2, 3, 4]
+    assert early.train_history_[-1]["lr"] == lr_at(3, 40, 1e-3, 0.1)
     # the refit sees all 60 pairs; without refit the heads saw the 48 training pairs only
     assert not torch.equal(est.aligner_.model.f.linear.weight,
                            no_refit.aligner_.model.f.linear.weight)
@@ -139,3 +153,17 @@ def test_table1_divergence_methods_train_with_their_divergence(method, divergenc
 
     score = retrieval_metrics(est.encode_images(Ti), est.encode_texts(Tt))["mean_R@1"]
     assert score > 10.0  # chance: 0.5 %
+
+
+def test_candidates_tied_on_r1_are_separated_by_mrr(problem, monkeypatch):
+    import sotalign.estimator as est_mod
+    import sotalign.train as train_mod
+
+    A, B, X, Y, *_ = problem
+    monkeypatch.setattr(est_mod, "_teacher_score", lambda teacher, val: (50.0, 60.0))
+    monkeypatch.setattr(train_mod, "validation_score", lambda model, val: (50.0, 70.0))
+    est = SOTAlign(alpha_grid=(0.1,), **{**FAST, "steps": 10}).fit(A, B, X, Y)
+    picked = [c["candidate"] for c in est.selection_ if c["selected"]]
+    # all three tie on R@1; the MRR beats the teacher; α = 0 and α = 0.1 tie exactly, so the
+    # earlier (simpler) candidate is kept
+    assert picked == ["alpha=0"]
