@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import safetensors.numpy
+import safetensors.torch
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,7 +133,9 @@ def _valid_bytes(reader: str, folder: Path) -> bytes:
     elif reader == "index-csv":
         path.write_text("image\n" + "\n".join(str(i % 5) for i in range(12)) + "\n")
     elif reader == "model-safetensors":
-        io.save_safetensors_atomic(path, {"w": torch.randn(3, 4)}, {"format_version": "1"})
+        safetensors.torch.save_file(
+            {"w": torch.randn(3, 4)}, str(path), metadata={"format_version": "1"}
+        )
     return path.read_bytes()
 
 
