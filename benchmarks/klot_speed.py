@@ -7,7 +7,7 @@ gradient with respect to the image embeddings (and the text embeddings for our p
 
 Methods:
   reference      log-domain Sinkhorn of SPEC §3 (100 fixed iterations, LSE over an n×n temporary
-                 per half-step) + closed-form gradient (``sotalign.ot.klot(method="log")``)
+                 per half-step) + closed-form gradient (``sotalign.ot.klot_embeddings(mode="log")``)
   pot            POT ``ot.sinkhorn(method="sinkhorn_log")`` (100 iterations) + closed form
   autograd       backpropagation through 100 unrolled log-domain iterations (float32)
   dense-100      ours, dense, 100 fixed iterations (``klot_embeddings(mode="dense")``)
@@ -21,12 +21,18 @@ The memory-bandwidth floor is the measured time of one float32 n×n matrix-vecto
 
 Usage (the committed results):
     .venv/bin/python benchmarks/klot_speed.py --out benchmarks/results/klot_speed
+
+Before/after a change of the solver, in one run: ``--baseline /tmp/old_ot.py`` loads an older
+``sotalign/ot.py`` (a single module file with the same ``klot_embeddings`` keyword options) and
+times its dense/tiled paths beside ours, interleaved repeat by repeat; its rows are named
+``<method> (baseline)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
@@ -37,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -88,11 +95,26 @@ def _reset_peak() -> bool:
         return False
 
 
+DEVICE = torch.device("cpu")  # --device
+
+
 def measure(fn: Step) -> tuple[float, int, dict[str, Any]]:
-    """(seconds, peak extra bytes over the resident set before the call, fn's output)."""
+    """(seconds, peak extra bytes over the resident set before the call, fn's output).
+
+    On CUDA: seconds between synchronisations, peak allocated device memory above the start.
+    """
     import gc
 
     gc.collect()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        base = torch.cuda.memory_allocated(DEVICE)
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize(DEVICE)
+        sec = time.perf_counter() - t0
+        return sec, torch.cuda.max_memory_allocated(DEVICE) - base, out
     ok = _reset_peak()
     base = _status("VmRSS")
     t0 = time.perf_counter()
@@ -108,30 +130,40 @@ def measure(fn: Step) -> tuple[float, int, dict[str, Any]]:
 EPS, EPS_T = 0.05, 0.01
 
 
-def _ours(zx, zy, tx, ty, **kw) -> Step:
+def _ours(zx, zy, tx, ty, module: ModuleType = sot, **kw) -> Step:
+    """``module.klot_embeddings`` with keyword options (``module``: ours or a baseline)."""
+
     def step() -> dict[str, Any]:
         x = zx.clone().requires_grad_(True)
         y = zy.clone().requires_grad_(True)
-        loss, info = sot.klot_embeddings(x, y, tx, ty, eps=EPS, eps_teacher=EPS_T, **kw)
+        loss, info = module.klot_embeddings(x, y, tx, ty, eps=EPS, eps_teacher=EPS_T, **kw)
         loss.backward()
-        return {"value": float(loss), "grad": x.grad, **info.as_dict()}
+        return {"value": float(loss.detach()), "grad": x.grad, **info.as_dict()}
 
     return step
 
 
 def _reference(zx, zy, tx, ty) -> Step:
+    cfg = sot.KLOTConfig(eps=EPS, eps_teacher=EPS_T, n_iter=100, mode="log")
+
     def step() -> dict[str, Any]:
         x = zx.clone().requires_grad_(True)
-        K = x @ zy.T
-        with torch.no_grad():
-            Kt = tx @ ty.T
-        holder: dict[str, Any] = {}
-        val = sot._KLOTFunction.apply(K, Kt, EPS, EPS_T, 100, None, "log", holder)
+        val, info = sot.klot_embeddings(x, zy, tx, ty, cfg)
         val.backward()
-        info = holder["info"]
-        return {"value": float(val), "grad": x.grad, **info.as_dict()}
+        return {"value": float(val.detach()), "grad": x.grad, **info.as_dict()}
 
     return step
+
+
+def load_baseline(path: str) -> ModuleType:
+    """An older ``sotalign/ot.py`` loaded from a file (it may import ``sotalign.errors``)."""
+    spec = importlib.util.spec_from_file_location("klot_speed_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _pot(zx, zy, tx, ty) -> Step:
@@ -139,8 +171,8 @@ def _pot(zx, zy, tx, ty) -> Step:
 
     def step() -> dict[str, Any]:
         n, m = zx.shape[0], zy.shape[0]
-        a = torch.full((n,), 1.0 / n)
-        b = torch.full((m,), 1.0 / m)
+        a = torch.full((n,), 1.0 / n, device=zx.device)
+        b = torch.full((m,), 1.0 / m, device=zx.device)
         K = zx @ zy.T
         P = pot.sinkhorn(a, b, -K, reg=EPS, method="sinkhorn_log", numItermax=100, stopThr=0.0)
         del K
@@ -168,8 +200,8 @@ def _autograd(zx, zy, tx, ty) -> Step:
         n, m = K.shape
         L = K / eps
         la, lb = -math.log(n), -math.log(m)
-        v = torch.zeros(m)
-        u = torch.zeros(n)
+        v = torch.zeros(m, device=K.device)
+        u = torch.zeros(n, device=K.device)
         for _ in range(iters):
             u = la - torch.logsumexp(L + v[None, :], dim=1)
             v = lb - torch.logsumexp(L + u[:, None], dim=0)
@@ -188,7 +220,7 @@ def _autograd(zx, zy, tx, ty) -> Step:
         err = float((P.sum(1) - 1 / n).abs().sum() + (P.sum(0) - 1 / n).abs().sum())
         err_t = float((Ps.sum(1) - 1 / n).abs().sum() + (Ps.sum(0) - 1 / n).abs().sum())
         return {
-            "value": float(val),
+            "value": float(val.detach()),
             "grad": x.grad,
             "marginal_error": err,
             "marginal_error_teacher": err_t,
@@ -202,29 +234,24 @@ def _autograd(zx, zy, tx, ty) -> Step:
 def float64_reference(zx, zy, tx, ty, tol: float, max_iter: int) -> dict[str, Any]:
     """KL value and gradient wrt zx from float64 solves run to ``tol``."""
     x = zx.double().requires_grad_(True)
-    loss, info = sot.klot_embeddings(
-        x,
-        zy.double(),
-        tx.double(),
-        ty.double(),
-        eps=EPS,
-        eps_teacher=EPS_T,
-        n_iter=max_iter,
-        tol=tol,
-        mode="dense",
-    )
+    cfg = sot.KLOTConfig(eps=EPS, eps_teacher=EPS_T, n_iter=max_iter, tol=tol, mode="dense")
+    loss, info = sot.klot_embeddings(x, zy.double(), tx.double(), ty.double(), cfg)
     loss.backward()
-    return {"value": float(loss), "grad": x.grad.float(), **info.as_dict()}
+    return {"value": float(loss.detach()), "grad": x.grad.float(), **info.as_dict()}
 
 
 def gemv_seconds(n: int, reps: int = 20) -> float:
-    E = torch.rand(n, n)
-    v = torch.rand(n)
+    E = torch.rand(n, n, device=DEVICE)
+    v = torch.rand(n, device=DEVICE)
     E.mv(v)
     ts = []
     for _ in range(reps):
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize(DEVICE)
         t0 = time.perf_counter()
         E.mv(v)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize(DEVICE)
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -238,6 +265,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
+    if DEVICE.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(DEVICE)
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
@@ -286,6 +315,9 @@ def main() -> None:
     p.add_argument("--autograd-max-n", type=int, default=1024)
     p.add_argument("--tiled-tol-max-n", type=int, default=1024)
     p.add_argument("--out", default="benchmarks/results/klot_speed")
+    p.add_argument("--baseline", metavar="FILE", help="an older sotalign/ot.py to time beside ours")
+    p.add_argument("--only", nargs="*", help="run only these methods (e.g. dense-100 tiled-tol)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (CUDA: synchronised timings)")
     p.add_argument("--render", nargs="+", metavar="JSON", help="only print tables of results")
     args = p.parse_args()
     if args.render:
@@ -293,6 +325,9 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    base = load_baseline(args.baseline) if args.baseline else None
     cmd = "python " + " ".join(sys.argv)
     load0 = os.getloadavg()
     rows: list[dict[str, Any]] = []
@@ -316,6 +351,8 @@ def main() -> None:
                 "tol": args.tol,
                 "repeats": args.repeats,
                 "threads": args.threads,
+                "baseline": args.baseline,
+                "device": str(DEVICE),
             },
             "rows": rows,
         }
@@ -323,7 +360,7 @@ def main() -> None:
         out.with_suffix(".md").write_text(render(payload))
 
     for n in args.sizes:
-        zx, zy, tx, ty = make_batch(n, args.d, args.d_teacher)
+        zx, zy, tx, ty = (t.to(DEVICE) for t in make_batch(n, args.d, args.d_teacher))
         t_gemv = gemv_seconds(n)
         print(f"n={n}: gemv {t_gemv * 1e3:.2f} ms", flush=True)
         t0 = time.perf_counter()
@@ -334,51 +371,57 @@ def main() -> None:
             f"iters {ref['n_iter']}/{ref['n_iter_teacher']}",
             flush=True,
         )
-        methods: list[tuple[str, Step, int]] = []
+        # (name, one step per module: ours first, then the baseline's if any, repeats)
+        methods: list[tuple[str, list[Step], int]] = []
         slow_reps = args.repeats if n <= 4096 else 1
         if n <= args.slow_max_n:
-            methods.append(("reference", _reference(zx, zy, tx, ty), slow_reps))
-            methods.append(("pot", _pot(zx, zy, tx, ty), 1 if n > 2048 else args.repeats))
+            methods.append(("reference", [_reference(zx, zy, tx, ty)], slow_reps))
+            methods.append(("pot", [_pot(zx, zy, tx, ty)], 1 if n > 2048 else args.repeats))
         if n <= args.autograd_max_n:
-            methods.append(("autograd", _autograd(zx, zy, tx, ty), 1))
-        methods.append(("dense-100", _ours(zx, zy, tx, ty, mode="dense", n_iter=100), args.repeats))
-        methods.append(
-            (
-                "dense-tol",
-                _ours(zx, zy, tx, ty, mode="dense", n_iter=5000, tol=args.tol),
-                args.repeats,
-            )
-        )
+            methods.append(("autograd", [_autograd(zx, zy, tx, ty)], 1))
+        mods = [sot] if base is None else [sot, base]
+        ours: list[tuple[str, dict[str, Any], int]] = [
+            ("dense-100", {"mode": "dense", "n_iter": 100}, args.repeats),
+            ("dense-tol", {"mode": "dense", "n_iter": 5000, "tol": args.tol}, args.repeats),
+        ]
         if n <= args.tiled_tol_max_n:
-            methods.append(
-                ("tiled-tol", _ours(zx, zy, tx, ty, mode="tiled", n_iter=5000, tol=args.tol), 1)
-            )
-        for name, fn, reps in methods:
-            times, peaks = [], []
-            res: dict[str, Any] = {}
-            for _ in range(reps):
-                sec, peak, res = measure(fn)
-                times.append(sec)
-                peaks.append(peak)
-            rows.append(summarise(name, n, times, peaks, res, ref, t_gemv))
-            r = rows[-1]
-            print(
-                f"  {name:10s} {r['time_s']:8.2f}s peak {r['peak_mb']:8.0f} MB "
-                f"err {r['marginal_error']:.1e}/{r['marginal_error_teacher']:.1e} "
-                f"KL relerr {r['kl_rel_error']:.1e} grad relerr {r['grad_rel_error']:.1e}",
-                flush=True,
-            )
+            reps = 1 if base is None else args.repeats
+            ours.append(("tiled-tol", {"mode": "tiled", "n_iter": 5000, "tol": args.tol}, reps))
+        for name, kw, reps in ours:
+            methods.append((name, [_ours(zx, zy, tx, ty, module=m, **kw) for m in mods], reps))
+        for name, fns, reps in methods:
+            if args.only and name not in args.only:
+                continue
+            times: list[list[float]] = [[] for _ in fns]
+            peaks: list[list[int]] = [[] for _ in fns]
+            results: list[dict[str, Any]] = [{} for _ in fns]
+            for _ in range(reps):  # interleaved: ours, baseline, ours, baseline, ...
+                for k, fn in enumerate(fns):
+                    sec, peak, results[k] = measure(fn)
+                    times[k].append(sec)
+                    peaks[k].append(peak)
+            for k in range(len(fns)):
+                label = name if k == 0 else f"{name} (baseline)"
+                rows.append(summarise(label, n, times[k], peaks[k], results[k], ref, t_gemv))
+                r = rows[-1]
+                print(
+                    f"  {label:21s} {r['time_s']:8.2f}s peak {r['peak_mb']:8.0f} MB "
+                    f"err {r['marginal_error']:.1e}/{r['marginal_error_teacher']:.1e} "
+                    f"KL relerr {r['kl_rel_error']:.1e} grad relerr {r['grad_rel_error']:.1e}",
+                    flush=True,
+                )
             save()
         del zx, zy, tx, ty
     if args.tiled_n:
         n = args.tiled_n
-        zx, zy, tx, ty = make_batch(n, args.d, args.d_teacher)
-        fn = _ours(zx, zy, tx, ty, mode="tiled", n_iter=args.tiled_iters)
-        sec, peak, res = measure(fn)
-        rows.append(summarise(f"tiled-{args.tiled_iters}it", n, [sec], [peak], res, None, None))
-        r = rows[-1]
-        print(f"n={n} tiled: {sec:.1f}s peak {peak / 2**20:.0f} MB", flush=True)
-        save()
+        zx, zy, tx, ty = (t.to(DEVICE) for t in make_batch(n, args.d, args.d_teacher))
+        for k, m in enumerate([sot] if base is None else [sot, base]):
+            fn = _ours(zx, zy, tx, ty, module=m, mode="tiled", n_iter=args.tiled_iters)
+            sec, peak, res = measure(fn)
+            label = f"tiled-{args.tiled_iters}it" + (" (baseline)" if k else "")
+            rows.append(summarise(label, n, [sec], [peak], res, None, None))
+            print(f"n={n} {label}: {sec:.1f}s peak {peak / 2**20:.0f} MB", flush=True)
+            save()
     save()
     print(render({"rows": rows}))
 

@@ -24,3 +24,12 @@ def two_view():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Every device this machine has (cpu, and cuda when present), as POT does for back-ends."""
+    return torch.device(request.param)

@@ -36,7 +36,7 @@ def _unrolled_log_plan(K: torch.Tensor, eps: float, n_iter: int) -> torch.Tensor
     ("n", "m", "eps", "eps_t", "seed"),
     [(7, 7, 0.5, 0.1, 0), (6, 9, 0.2, 0.05, 1), (10, 5, 0.1, 0.05, 2)],
 )
-def test_klot_gradient_matches_unrolled_autograd(n, m, eps, eps_t, seed):
+def test_klot_gradient_matches_unrolled_autograd(n, m, eps, eps_t, seed, device):
     K = _cosines(n, m, seed=seed)
     Kt = _cosines(n, m, seed=seed + 100)
     iters = 3000
@@ -48,20 +48,21 @@ def test_klot_gradient_matches_unrolled_autograd(n, m, eps, eps_t, seed):
     kl_ref = (log_p_star.exp() * (log_p_star - log_p)).sum()
     (grad_ref,) = torch.autograd.grad(kl_ref, Kr)
 
-    Kk = K.clone().requires_grad_(True)
-    val = klot(Kk, Kt, eps=eps, eps_teacher=eps_t, n_iter=iters)
+    Kk = K.to(device).requires_grad_(True)
+    val = klot(Kk, Kt.to(device), eps=eps, eps_teacher=eps_t, n_iter=iters)
     val.backward()
-    assert val.dtype == torch.float64
+    assert val.dtype == torch.float64 and Kk.grad.device.type == device.type
     assert abs(val.item() - kl_ref.item()) <= 1e-9 * max(1.0, abs(kl_ref.item()))
-    rel = (Kk.grad - grad_ref).norm() / grad_ref.norm()
+    grad = Kk.grad.cpu()
+    rel = (grad - grad_ref).norm() / grad_ref.norm()
     assert rel < 1e-5, rel
     # and the closed form itself: (P - P*)/eps
     closed = (log_p.detach().exp() - log_p_star.exp()) / eps
-    assert torch.allclose(Kk.grad, closed, atol=1e-10, rtol=1e-8)
+    assert torch.allclose(grad, closed, atol=1e-10, rtol=1e-8)
 
 
 @pytest.mark.parametrize(("n", "m", "eps"), [(8, 8, 0.05), (12, 7, 0.1), (5, 11, 1.0)])
-def test_sinkhorn_matches_pot(n, m, eps):
+def test_sinkhorn_matches_pot(n, m, eps, device):
     ot = pytest.importorskip("ot")
     K = _cosines(n, m, seed=n + m)
     a = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -75,19 +76,20 @@ def test_sinkhorn_matches_pot(n, m, eps):
         numItermax=20000,
         stopThr=1e-14,
     )
-    res = sinkhorn(K, eps, n_iter=20000, tol=1e-13)
+    res = sinkhorn(K.to(device), eps, n_iter=20000, tol=1e-13)
     assert res.converged
-    assert res.plan.dtype == torch.float64
-    diff = (res.plan - torch.from_numpy(P_pot)).abs().max().item()
+    assert res.plan.dtype == torch.float64 and res.plan.device.type == device.type
+    plan, f, g = res.plan.cpu(), res.f.cpu(), res.g.cpu()
+    diff = (plan - torch.from_numpy(P_pot)).abs().max().item()
     assert diff < 1e-6 * max(1.0, float(P_pot.max())), diff
     # Gibbs form with the reported potentials
-    gibbs = ((K + res.f[:, None] + res.g[None, :]) / eps).exp()
-    assert torch.allclose(gibbs, res.plan, atol=1e-14, rtol=1e-10)
+    gibbs = ((K + f[:, None] + g[None, :]) / eps).exp()
+    assert torch.allclose(gibbs, plan, atol=1e-14, rtol=1e-10)
 
 
-def test_klot_finite_differences():
-    K = _cosines(6, 8, seed=3)
-    Kt = _cosines(6, 8, seed=4)
+def test_klot_finite_differences(device):
+    K = _cosines(6, 8, seed=3).to(device)
+    Kt = _cosines(6, 8, seed=4).to(device)
     eps, eps_t = 0.2, 0.05
 
     def f(Kin: torch.Tensor) -> float:
@@ -97,7 +99,7 @@ def test_klot_finite_differences():
     klot(Kk, Kt, eps=eps, eps_teacher=eps_t, n_iter=2000, tol=1e-14).backward()
     g = torch.Generator().manual_seed(7)
     for _ in range(4):
-        D = torch.randn(K.shape, generator=g, dtype=torch.float64)
+        D = torch.randn(K.shape, generator=g, dtype=torch.float64).to(device)
         h = 1e-5
         fd = (f(K + h * D) - f(K - h * D)) / (2 * h)
         an = float((Kk.grad * D).sum())
@@ -105,8 +107,8 @@ def test_klot_finite_differences():
 
 
 @pytest.mark.parametrize(("n", "m"), [(16, 16), (20, 13)])
-def test_sinkhorn_marginals_and_iterations(n, m):
-    K = _cosines(n, m, seed=5, dtype=torch.float32)
+def test_sinkhorn_marginals_and_iterations(n, m, device):
+    K = _cosines(n, m, seed=5, dtype=torch.float32).to(device)
     res = sinkhorn(K, 0.05, n_iter=500, tol=1e-6)
     P = res.plan.double()
     err = (P.sum(1) - 1 / n).abs().sum() + (P.sum(0) - 1 / m).abs().sum()
@@ -119,14 +121,14 @@ def test_sinkhorn_marginals_and_iterations(n, m):
     res2 = sinkhorn(K, 0.05, n_iter=3)
     assert res2.n_iter == 3
     # weighted marginals
-    a = torch.arange(1, n + 1, dtype=torch.float32)
+    a = torch.arange(1, n + 1, dtype=torch.float32, device=device)
     res3 = sinkhorn(K, 0.1, n_iter=2000, tol=1e-6, a=a)
     assert torch.allclose(res3.plan.sum(1), a / a.sum(), atol=1e-5)
 
 
-def test_half_precision_is_upcast():
-    K = _cosines(10, 10, seed=9, dtype=torch.float32)
-    Kt = _cosines(10, 10, seed=10, dtype=torch.float32)
+def test_half_precision_is_upcast(device):
+    K = _cosines(10, 10, seed=9, dtype=torch.float32).to(device)
+    Kt = _cosines(10, 10, seed=10, dtype=torch.float32).to(device)
     res = sinkhorn(K.half(), 0.01)
     assert res.plan.dtype == torch.float32
     assert torch.isfinite(res.log_plan).all()
@@ -137,13 +139,15 @@ def test_half_precision_is_upcast():
     assert torch.isfinite(Kh.grad.float()).all()
 
 
-def test_klot_embeddings_gradients_match_matrix_klot():
+def test_klot_embeddings_gradients_match_matrix_klot(device):
     g = torch.Generator().manual_seed(11)
     n, m, d = 9, 12, 5
-    zx = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
-    zy = torch.nn.functional.normalize(torch.randn(m, d, generator=g, dtype=torch.float64), dim=1)
-    tx = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=1)
-    ty = torch.nn.functional.normalize(torch.randn(m, 4, generator=g, dtype=torch.float64), dim=1)
+
+    def unit(rows: int, dim: int) -> torch.Tensor:
+        z = torch.randn(rows, dim, generator=g, dtype=torch.float64)
+        return torch.nn.functional.normalize(z, dim=1).to(device)
+
+    zx, zy, tx, ty = unit(n, d), unit(m, d), unit(n, 4), unit(m, 4)
     zx.requires_grad_(True)
     zy.requires_grad_(True)
     loss, info = klot_embeddings(zx, zy, tx, ty, eps=0.1, eps_teacher=0.05, n_iter=300)
@@ -152,6 +156,7 @@ def test_klot_embeddings_gradients_match_matrix_klot():
     d_info = info.as_dict()
     assert d_info["n_iter"] == 300 and d_info["n_iter_teacher"] == 300
     assert info.marginal_error < 1e-6
+    assert zx.grad.device.type == device.type
 
     K = (zx.detach() @ zy.detach().T).requires_grad_(True)
     val = klot(K, tx @ ty.T, eps=0.1, eps_teacher=0.05, n_iter=300)
@@ -177,3 +182,7 @@ def test_bad_inputs_raise():
     bad[0, 0] = float("nan")
     with pytest.raises(InputError):
         sinkhorn(bad, 0.1)
+    with pytest.raises(InputError, match="affinity contains NaN"):
+        klot(bad, K)
+    with pytest.raises(InputError, match="not finite"):
+        klot_embeddings(bad, torch.eye(3), torch.eye(3), torch.eye(3))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sotalign import ot as sot
+from sotalign.errors import InputError
 from sotalign.ot import klot, klot_embeddings, sinkhorn
 
 
@@ -36,7 +37,7 @@ def _marg_err(P: torch.Tensor) -> float:
 # solver paths agree with float64 references
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("n", "m", "eps"), [(20, 20, 0.1), (17, 29, 0.03), (31, 12, 0.5)])
-def test_scaling_solver_matches_pot_float64(n, m, eps):
+def test_scaling_solver_matches_pot_float64(n, m, eps, device):
     ot = pytest.importorskip("ot")
     x, y = _clustered(n, m, 6, seed=n * m)
     K = x @ y.T
@@ -54,36 +55,37 @@ def test_scaling_solver_matches_pot_float64(n, m, eps):
         )
     )
     for acc in (False, True):
-        res = sinkhorn(K, eps, n_iter=50000, tol=1e-12, method="scaling", accelerate=acc)
-        assert res.method == "scaling" and res.converged
-        assert (res.plan - P_pot).abs().max().item() < 1e-6 * max(1.0, P_pot.max().item())
-        assert abs(_marg_err(res.plan) - res.marginal_error) < 1e-12
-        gibbs = ((K + res.f[:, None] + res.g[None, :]) / eps).exp()
-        assert torch.allclose(gibbs, res.plan, rtol=1e-9, atol=1e-15)
+        res = sinkhorn(K.to(device), eps, n_iter=50000, tol=1e-12, mode="dense", accelerate=acc)
+        assert res.solver == "scaling" and res.converged and res.f.device.type == device.type
+        plan = res.plan.cpu()
+        assert (plan - P_pot).abs().max().item() < 1e-6 * max(1.0, P_pot.max().item())
+        assert abs(_marg_err(plan) - res.marginal_error) < 1e-12
+        gibbs = ((K + res.f.cpu()[:, None] + res.g.cpu()[None, :]) / eps).exp()
+        assert torch.allclose(gibbs, plan, rtol=1e-9, atol=1e-15)
 
 
-def test_fast_klot_matches_reference_klot_float64():
+def test_fast_klot_matches_reference_klot_float64(device):
     x, y = _clustered(24, 19, 5, seed=1)
     tx, ty = _clustered(24, 19, 4, seed=2)
-    K, Kt = x @ y.T, tx @ ty.T
+    K, Kt = (x @ y.T).to(device), (tx @ ty.T).to(device)
     out = {}
-    for method in ("log", "scaling"):
+    for mode in ("log", "dense"):
         Kk = K.clone().requires_grad_(True)
-        v = klot(Kk, Kt, eps=0.05, eps_teacher=0.01, n_iter=50000, tol=1e-11, method=method)
+        v = klot(Kk, Kt, eps=0.05, eps_teacher=0.01, n_iter=50000, tol=1e-11, mode=mode)
         v.backward()
-        out[method] = (v.item(), Kk.grad)
-    assert abs(out["log"][0] - out["scaling"][0]) < 1e-8 * abs(out["log"][0])
-    g_ref, g = out["log"][1], out["scaling"][1]
+        out[mode] = (v.item(), Kk.grad)
+    assert abs(out["log"][0] - out["dense"][0]) < 1e-8 * abs(out["log"][0])
+    g_ref, g = out["log"][1], out["dense"][1]
     assert ((g - g_ref).norm() / g_ref.norm()).item() < 1e-6
 
 
-def test_tiled_follows_reference_trajectory_exactly():
+def test_tiled_follows_reference_trajectory_exactly(device):
     """Tiled solver = reference log-domain updates (same start, same iterates) at fixed n_iter."""
-    zx, zy = _clustered(37, 23, 5, seed=3)
-    tx, ty = _clustered(37, 23, 3, seed=4)
+    zx, zy = (z.to(device) for z in _clustered(37, 23, 5, seed=3))
+    tx, ty = (z.to(device) for z in _clustered(37, 23, 3, seed=4))
     for iters in (1, 7, 60):
         Kk = (zx @ zy.T).requires_grad_(True)
-        v_ref = klot(Kk, tx @ ty.T, eps=0.05, eps_teacher=0.01, n_iter=iters, method="log")
+        v_ref = klot(Kk, tx @ ty.T, eps=0.05, eps_teacher=0.01, n_iter=iters, mode="log")
         v_ref.backward()
         x = zx.clone().requires_grad_(True)
         y = zy.clone().requires_grad_(True)
@@ -94,11 +96,17 @@ def test_tiled_follows_reference_trajectory_exactly():
         assert abs(v.item() - v_ref.item()) < 1e-10 * max(1.0, abs(v_ref.item()))
         assert torch.allclose(x.grad, Kk.grad @ zy, atol=1e-10)
         assert torch.allclose(y.grad, Kk.grad.T @ zx, atol=1e-10)
+        # the tiled solver on the given matrices (row tiles of K): the same trajectory
+        Km = (zx @ zy.T).requires_grad_(True)
+        v_m = klot(Km, tx @ ty.T, n_iter=iters, mode="tiled", tile_bytes=4000)
+        v_m.backward()
+        assert abs(v_m.item() - v_ref.item()) < 1e-10 * max(1.0, abs(v_ref.item()))
+        assert torch.allclose(Km.grad, Kk.grad, atol=1e-10)
 
 
-def test_tiled_matches_dense_float32():
-    zx, zy = _clustered(150, 110, 16, seed=5, dtype=torch.float32)
-    tx, ty = _clustered(150, 110, 8, seed=6, dtype=torch.float32)
+def test_tiled_matches_dense_float32(device):
+    zx, zy = (z.to(device) for z in _clustered(150, 110, 16, seed=5, dtype=torch.float32))
+    tx, ty = (z.to(device) for z in _clustered(150, 110, 8, seed=6, dtype=torch.float32))
     tol = 1e-5
     x64 = zx.double().requires_grad_(True)
     v64, _ = klot_embeddings(
@@ -117,7 +125,7 @@ def test_tiled_matches_dense_float32():
         assert info.marginal_error <= 1.5 * tol and info.marginal_error_teacher <= 1.5 * tol
     # fixed iterations in float32: tiled = reference log-domain trajectory
     Kk = (zx @ zy.T).requires_grad_(True)
-    v_ref = klot(Kk, tx @ ty.T, n_iter=50, method="log")
+    v_ref = klot(Kk, tx @ ty.T, n_iter=50, mode="log")
     v_ref.backward()
     x = zx.clone().requires_grad_(True)
     v, _ = klot_embeddings(x, zy, tx, ty, mode="tiled", tile_bytes=100_000, n_iter=50)
@@ -126,15 +134,15 @@ def test_tiled_matches_dense_float32():
     assert ((x.grad - Kk.grad @ zy).norm() / x.grad.norm()).item() < 1e-3
 
 
-def test_dense_gradient_is_closed_form():
-    zx, zy = _clustered(30, 40, 6, seed=7)
-    tx, ty = _clustered(30, 40, 4, seed=8)
+def test_dense_gradient_is_closed_form(device):
+    zx, zy = (z.to(device) for z in _clustered(30, 40, 6, seed=7))
+    tx, ty = (z.to(device) for z in _clustered(30, 40, 4, seed=8))
     x = zx.clone().requires_grad_(True)
     y = zy.clone().requires_grad_(True)
     v, info = klot_embeddings(x, y, tx, ty, n_iter=3000, tol=1e-12, mode="dense")
     (3.0 * v).backward()
-    P = sinkhorn(zx @ zy.T, 0.05, n_iter=50000, tol=1e-13, method="log").plan
-    Ps = sinkhorn(tx @ ty.T, 0.01, n_iter=50000, tol=1e-13, method="log").plan
+    P = sinkhorn(zx @ zy.T, 0.05, n_iter=50000, tol=1e-13, mode="log").plan
+    Ps = sinkhorn(tx @ ty.T, 0.01, n_iter=50000, tol=1e-13, mode="log").plan
     G = (P - Ps) / 0.05
     assert torch.allclose(x.grad, 3.0 * G @ zy, atol=1e-7)
     assert torch.allclose(y.grad, 3.0 * G.T @ zx, atol=1e-7)
@@ -146,13 +154,13 @@ def test_dense_gradient_is_closed_form():
 # ------------------------------------------------------------------------------------------------
 # convergence control, warm starts
 # ------------------------------------------------------------------------------------------------
-def test_tolerance_and_iterations_are_reported():
+def test_tolerance_and_iterations_are_reported(device):
     x, y = _clustered(64, 64, 8, seed=9, dtype=torch.float32)
-    K = x @ y.T
+    K = (x @ y.T).to(device)
     res = sinkhorn(K, 0.01, n_iter=5000, tol=1e-4)
     assert res.converged and res.marginal_error <= 1e-4 and res.n_iter < 5000
     assert abs(_marg_err(res.plan) - res.marginal_error) < 2e-6
-    assert res.extra["eps_schedule"][-1] == 0.01 and len(res.extra["eps_schedule"]) > 1
+    assert res.diagnostics["eps_schedule"][-1] == 0.01 and len(res.diagnostics["eps_schedule"]) > 1
     fixed = sinkhorn(K, 0.01, n_iter=7)
     assert fixed.n_iter == 7 and not fixed.converged
     assert abs(_marg_err(fixed.plan) - fixed.marginal_error) < 2e-6
@@ -160,14 +168,15 @@ def test_tolerance_and_iterations_are_reported():
     assert capped.n_iter == 3 and not capped.converged
 
 
-def test_warm_start_converges_immediately():
+def test_warm_start_converges_immediately(device):
     x, y = _clustered(40, 50, 6, seed=10)
-    K = x @ y.T
+    K = (x @ y.T).to(device)
     res = sinkhorn(K, 0.02, n_iter=20000, tol=1e-10)
-    warm = sinkhorn(K, 0.02, n_iter=20000, tol=1e-10, init=(res.f, res.g))
-    assert warm.n_iter <= 1
-    assert torch.allclose(warm.plan, res.plan, atol=1e-12)
-    with pytest.raises(sot.InputError):
+    for mode in ("dense", "tiled"):
+        warm = sinkhorn(K, 0.02, n_iter=20000, tol=1e-10, init=(res.f, res.g), mode=mode)
+        assert warm.n_iter <= 1 and warm.converged, mode
+        assert torch.allclose(warm.plan, res.plan, atol=1e-12)
+    with pytest.raises(InputError):
         sinkhorn(K, 0.02, init=(res.f, res.f))
 
 
@@ -215,9 +224,9 @@ _CASES = ["random", "constant_rows", "constant", "blocks", "duplicates", "outlie
 
 @pytest.mark.parametrize("case", _CASES)
 @pytest.mark.parametrize("eps", [1e-3, 1e-2, 0.1, 1.0])
-def test_no_nan_or_inf(case, eps):
-    K = _adversarial(case)
-    Kt = _adversarial("blocks" if case != "blocks" else "random")
+def test_no_nan_or_inf(case, eps, device):
+    K = _adversarial(case).to(device)
+    Kt = _adversarial("blocks" if case != "blocks" else "random").to(device)
     for kw in ({"n_iter": 50}, {"n_iter": 300, "tol": 1e-4}):
         res = sinkhorn(K, eps, **kw)
         assert torch.isfinite(res.log_plan).all() and torch.isfinite(res.f).all()
@@ -230,20 +239,20 @@ def test_no_nan_or_inf(case, eps):
         assert torch.isfinite(Kk.grad).all()
 
 
-def test_small_eps_reports_stabilisation_and_matches_float64():
-    K = _adversarial("outlier_columns", n=40)
-    ref = sinkhorn(K.double(), 1e-3, n_iter=20000, tol=1e-10, method="log")
+def test_small_eps_reports_stabilisation_and_matches_float64(device):
+    K = _adversarial("outlier_columns", n=40).to(device)
+    ref = sinkhorn(K.double(), 1e-3, n_iter=20000, tol=1e-10, mode="log")
     # fixed iterations, no eps-scaling: scalings leave [e^-25, e^25] and get absorbed
     res = sinkhorn(K, 1e-3, n_iter=300)
-    assert res.stabilised and res.extra["n_absorb"] > 0
+    assert res.stabilised and res.diagnostics["n_absorb"] > 0
     assert torch.isfinite(res.log_plan).all()
     assert abs(_marg_err(res.plan) - res.marginal_error) < 1e-4
     # a warm start so bad that whole kernel rows underflow: exact log-domain row updates
-    bad_init = (torch.zeros(40), torch.full((40,), -1.0))
+    bad_init = (torch.zeros(40, device=device), torch.full((40,), -1.0, device=device))
     res = sinkhorn(K, 1e-2, n_iter=3000, tol=1e-5, init=bad_init)
-    assert res.stabilised and res.extra["n_log_rows"] > 0
+    assert res.stabilised and res.diagnostics["n_log_rows"] > 0
     assert res.converged and torch.isfinite(res.log_plan).all()
-    ref2 = sinkhorn(K.double(), 1e-2, n_iter=20000, tol=1e-10, method="log")
+    ref2 = sinkhorn(K.double(), 1e-2, n_iter=20000, tol=1e-10, mode="log")
     assert (res.plan.double() - ref2.plan).abs().sum().item() < 1e-3
     # eps-scaling path
     res = sinkhorn(K, 1e-3, n_iter=3000, tol=1e-5)
@@ -251,8 +260,8 @@ def test_small_eps_reports_stabilisation_and_matches_float64():
     assert (res.plan.double() - ref.plan).abs().sum().item() < 1e-3
 
 
-def test_tiled_no_nan_small_eps():
-    x, y = _clustered(40, 30, 6, seed=16, dtype=torch.float32)
+def test_tiled_no_nan_small_eps(device):
+    x, y = (z.to(device) for z in _clustered(40, 30, 6, seed=16, dtype=torch.float32))
     y = y.clone()
     y[:4] = -x[0]  # text rows opposite to an image: extreme affinities
     for eps in (1e-3, 1.0):
@@ -265,20 +274,20 @@ def test_tiled_no_nan_small_eps():
         assert math.isfinite(info.marginal_error)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_paths():
+def test_device_matches_cpu(device):
+    """Every mode on ``device`` gives the CPU dense result (value and gradient), on ``device``."""
     zx, zy = _clustered(64, 48, 8, seed=17, dtype=torch.float32)
     tx, ty = _clustered(64, 48, 4, seed=18, dtype=torch.float32)
     out = {}
-    for dev in ("cpu", "cuda"):
+    for dev in ("cpu", device):
         for mode in ("dense", "tiled"):
-            x = zx.to(dev).requires_grad_(True)
+            x = zx.to(dev).clone().requires_grad_(True)
             v, _ = klot_embeddings(
                 x, zy.to(dev), tx.to(dev), ty.to(dev), mode=mode, n_iter=2000, tol=1e-5
             )
             v.backward()
-            assert x.grad.device.type == dev
-            out[(dev, mode)] = (v.item(), x.grad.cpu())
+            assert x.grad.device.type == torch.device(dev).type
+            out[(str(dev), mode)] = (v.item(), x.grad.cpu().clone())
     ref_v, ref_g = out[("cpu", "dense")]
     for key, (v, g) in out.items():
         assert abs(v - ref_v) < 1e-3 * abs(ref_v), key
