@@ -9,10 +9,9 @@ split): CCA at several ridges, Procrustes and CSA at several weight powers. Resu
 import numpy as np
 import torch
 
-from sotalign.baselines.csa import CSAAligner
 from sotalign.datasets import emoji
 from sotalign.eval import paired_rank_metrics
-from sotalign.teachers import make_teacher
+from sotalign.models import CSAAligner, make_teacher
 
 torch.set_num_threads(1)
 d = emoji.load_emoji()

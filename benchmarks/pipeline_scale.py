@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sotalign.io import atomic_write
+
 
 def write_pool(path: Path, n: int, d: int, proj: np.ndarray, seed: int, chunk: int = 65536) -> None:
     if path.exists() and np.load(path, mmap_mode="r").shape == (n, d):
@@ -55,9 +57,9 @@ def proc_status_mb(field: str) -> float:
 
 
 def main() -> None:
-    from sotalign.data import TrainData
-    from sotalign.teachers import CCATeacher
-    from sotalign.train import AlignmentModel, TrainConfig, Trainer, objective_from_config
+    from sotalign.models import AlignmentModel, CCATeacher
+    from sotalign.ot import KLOTConfig
+    from sotalign.training import TrainConfig, TrainData, Trainer, objective_from_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", type=int, default=1_000_000)
@@ -101,15 +103,13 @@ def main() -> None:
         lr=1e-4,
         batch_pairs=args.batch_pairs,
         batch_unpaired=args.batch_unpaired,
-        alpha=1e-3,
-        sinkhorn_iters=args.sinkhorn_iters,
+        klot=KLOTConfig(n_iter=args.sinkhorn_iters),
         device="auto",
     )
     torch.manual_seed(0)
     model = AlignmentModel(args.dim, args.dim, 1024, teacher=teacher)
-    trainer = Trainer(
-        model, objective_from_config(cfg), TrainData.from_arrays(A, B, X, Y), cfg, progress=False
-    )
+    data = TrainData.from_arrays(A, B, X, Y)
+    trainer = Trainer(model, objective_from_config(cfg, 1e-3), data, cfg, progress=False)
     step_times = []
     for _ in range(args.steps):
         s = time.perf_counter()
@@ -147,8 +147,6 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
-        from sotalign.io import atomic_write
-
         with atomic_write(args.out.with_suffix(".md"), "w") as fh:
             fh.write(text)
 

@@ -8,10 +8,9 @@ cache's fixed 1,000-pair validation split of CCA at several ridges, Procrustes a
 
 import torch
 
-from sotalign.baselines.csa import CSAAligner
 from sotalign.datasets.wordnet import draw_pairs, load_wordnet
 from sotalign.eval import paired_rank_metrics
-from sotalign.teachers import make_teacher
+from sotalign.models import CSAAligner, make_teacher
 
 torch.set_num_threads(1)
 d = load_wordnet()

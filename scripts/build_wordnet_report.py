@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sotalign.io import atomic_write, write_json_atomic
+
 
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -51,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from sotalign.baselines import ASIFAligner, CSAAligner
     from sotalign.datasets.wordnet import draw_pairs, load_wordnet
     from sotalign.diagnostics import mutual_knn_alignment, pool_shift
     from sotalign.eval import retrieval_metrics
-    from sotalign.teachers import CCATeacher, ProcrustesTeacher
+    from sotalign.models import ASIFAligner, CCATeacher, CSAAligner, ProcrustesTeacher
 
     t_start = time.time()
     data = load_wordnet(args.cache)
@@ -165,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    from sotalign.io import atomic_write, write_json_atomic
-
     write_json_atomic(out.with_suffix(".json"), report)
     lines = [
         "# WordNet benchmark: diagnostics and training-free baselines",

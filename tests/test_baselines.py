@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from sotalign.baselines import ASIFAligner, CSAAligner
 from sotalign.errors import ConfigError, InputError
-from sotalign.teachers import ALIGNERS, Aligner, CCATeacher, aligner_from_state
+from sotalign.models import (
+    ALIGNERS,
+    Aligner,
+    ASIFAligner,
+    CCATeacher,
+    CSAAligner,
+    aligner_from_state,
+)
 
 
 def two_views(n: int, d_x: int = 48, d_y: int = 64, d_z: int = 8, noise: float = 0.3,

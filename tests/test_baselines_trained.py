@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from sotalign import SOTAlign
-from sotalign.baselines.trained import (
+from sotalign.errors import ConfigError, InputError
+from sotalign.eval import retrieval_metrics
+from sotalign.methods import available_methods
+from sotalign.methods.trained import (
     NNCLRObjective,
     js_divergence_rows,
     nearest_neighbours,
     pseudo_partners,
     structure_regulariser,
 )
-from sotalign.data import EmbeddingPool
-from sotalign.errors import ConfigError, InputError
-from sotalign.estimator import available_methods
-from sotalign.eval import retrieval_metrics
+from sotalign.training import EmbeddingPool
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*rank-deficient")
 
@@ -169,14 +169,14 @@ def test_nnclr_draws_among_the_k_neighbours():
 def test_nnclr_resume_repeats_the_uninterrupted_run(problem, tmp_path):
     """k > 1: the neighbour draws follow the sampler's checkpointed stream, so a run killed
     and resumed ends with exactly the weights of an uninterrupted one."""
-    from sotalign.data import TrainData
-    from sotalign.train import AlignmentModel, TrainConfig, Trainer
+    from sotalign.models import AlignmentModel
+    from sotalign.training import TrainConfig, TrainData, Trainer
 
     A, B, X, Y, *_ = problem
     data = TrainData.from_arrays(A, B, X, Y)
     nn_x = nearest_neighbours(A, X, 5)
     nn_y = nearest_neighbours(B, Y, 5)
-    cfg = TrainConfig(steps=8, lr=1e-3, batch_unpaired=8, divergence="none", alpha=0.0,
+    cfg = TrainConfig(steps=8, lr=1e-3, batch_unpaired=8, divergence="none",
                       checkpoint_every=2, device="cpu")
 
     def trainer(ckpt, seed=3):

@@ -7,7 +7,7 @@ import pytest
 
 def test_demo_writes_table_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from sotalign.demo import run_demo
+    from sotalign.cli.demo import run_demo
 
     report = run_demo(
         pairs=60,
@@ -19,13 +19,23 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
             "sail": {"steps": 8, "dim": 64},
         },
     )
+    import re
+
     printed = capsys.readouterr().out
-    for name in ("SOTAlign", "SAIL", "CCA teacher"):
-        assert name in printed and name in report["results"]
-        m = report["results"][name]
-        assert 0 <= m["mean_R@1"] <= 100 and 0 <= m["zero-shot group"] <= 100
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["pairs"] == 60 and saved["results"]["CCA teacher"]["mean_R@1"] > 0.25
+    assert saved["pairs"] == 60 and saved["test_images"] == saved["test_texts"] == 400
+    for name in ("SOTAlign", "SAIL", "CCA teacher"):
+        m = saved["results"][name]
+        assert m == report["results"][name]
+        # the printed table row shows the saved figures
+        (row,) = [line for line in printed.splitlines() if f" {name} " in line]
+        want = [m[side][f"R@{k}"] for side in ("i2t", "t2i") for k in (1, 5, 10)]
+        want += [m["mean_R@1"], m["zero-shot group"]]
+        assert re.findall(r"\d+\.\d", row) == [f"{v:.1f}" for v in want], row
+        # above chance by a margin: R@1 chance is 0.25% (400 test images); 78 of the 400 test
+        # images are in the largest of the 9 groups (19.5%)
+        assert m["mean_R@1"] > 1.0 and m["t2i"]["R@10"] > 5.0, (name, m)
+        assert m["zero-shot group"] > 25.0, (name, m)
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     sel = report["results"]["SOTAlign"]["selection"]

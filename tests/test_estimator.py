@@ -24,11 +24,12 @@ def _score(est, Ti, Tt):
     return retrieval_metrics(est.encode_images(Ti), est.encode_texts(Tt))["mean_R@1"]
 
 
-def test_sotalign_beats_siglip_on_pairs_only(problem):
+def test_sotalign_beats_siglip_on_pairs_only(problem, device):
     """Few pairs + many unpaired samples: SOTAlign ≫ SigLIP on the pairs alone (SAIL)."""
     A, B, X, Y, Ti, Tt = problem
-    sail = SOTAlign(method="sail", early_stopping=False, **FAST).fit(A, B)
-    sot = SOTAlign(method="sotalign", alpha=0.1, early_stopping=False, **FAST).fit(A, B, X, Y)
+    kw = {**FAST, "device": str(device), "early_stopping": False}
+    sail = SOTAlign(method="sail", **kw).fit(A, B)
+    sot = SOTAlign(method="sotalign", alpha=0.1, **kw).fit(A, B, X, Y)
     s_sail, s_sot = _score(sail, Ti, Tt), _score(sot, Ti, Tt)
     assert s_sot > s_sail + 10.0, (s_sot, s_sail)
 
@@ -61,9 +62,9 @@ def test_auto_alpha_selects_best_candidate_on_validation(problem):
     assert chosen[0]["val_mean_R@1"] == max(c["val_mean_R@1"] for c in est.selection_)
 
 
-def test_same_seed_same_result(problem):
+def test_same_seed_same_result(problem, device):
     A, B, X, Y, Ti, _ = problem
-    kw = {**FAST, "steps": 15, "alpha": 0.1, "early_stopping": False}
+    kw = {**FAST, "steps": 15, "alpha": 0.1, "early_stopping": False, "device": str(device)}
     e1 = SOTAlign(seed=3, **kw).fit(A, B, X, Y)
     e2 = SOTAlign(seed=3, **kw).fit(A, B, X, Y)
     e3 = SOTAlign(seed=4, **kw).fit(A, B, X, Y)
@@ -80,8 +81,10 @@ def test_other_methods_fit(problem, method):
 
 def test_parameter_errors(problem):
     A, B, *_ = problem
-    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+    with pytest.raises(TypeError, match="alhpa"):  # an explicit signature, as scikit-learn's
         SOTAlign(alhpa=0.1)
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        SOTAlign().set_params(alhpa=0.1)
     with pytest.raises(ConfigError, match="did you mean 'sotalign'"):
         SOTAlign(method="sotalgn").fit(A, B)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -113,8 +116,8 @@ def test_sail_refits_on_all_pairs_up_to_the_validated_step():
     assert est.train_history_[-1]["step"] == sel["best_step"]  # refit stops at the best step
     no_refit = SOTAlign(**kw, refit=False).fit(A, B)
     # a validation curve that peaks early: the refit stops there, on the 40-step schedule
-    import sotalign.train as train_mod
-    from sotalign.train import lr_at
+    import sotalign.training.trainer as train_mod
+    from sotalign.training import lr_at
 
     falling = iter([(90.0 - i, 90.0 - i) for i in range(100)])
     mp = pytest.MonkeyPatch()
@@ -135,7 +138,7 @@ def test_sail_refits_on_all_pairs_up_to_the_validated_step():
                                                 ("sotalign_ginfonce", "ginfonce")])
 def test_table1_divergence_methods_train_with_their_divergence(method, divergence,
                                                                 monkeypatch):
-    import sotalign.train as train_mod
+    import sotalign.training.objective as train_mod
     from sotalign.synthetic import TwoView
 
     seen = []
@@ -156,11 +159,11 @@ def test_table1_divergence_methods_train_with_their_divergence(method, divergenc
 
 
 def test_candidates_tied_on_r1_are_separated_by_mrr(problem, monkeypatch):
-    import sotalign.estimator as est_mod
-    import sotalign.train as train_mod
+    import sotalign.methods.selection as est_mod
+    import sotalign.training.trainer as train_mod
 
     A, B, X, Y, *_ = problem
-    monkeypatch.setattr(est_mod, "_teacher_score", lambda teacher, val: (50.0, 60.0))
+    monkeypatch.setattr(est_mod, "score_aligner", lambda teacher, val: (50.0, 60.0))
     monkeypatch.setattr(train_mod, "validation_score", lambda model, val: (50.0, 70.0))
     est = SOTAlign(alpha_grid=(0.1,), **{**FAST, "steps": 10}).fit(A, B, X, Y)
     picked = [c["candidate"] for c in est.selection_ if c["selected"]]

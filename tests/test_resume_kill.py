@@ -1,15 +1,27 @@
-"""A `sotalign fit` killed with SIGKILL at a random step and resumed ends with the same
-weights as an uninterrupted run with the same seed."""
+"""A `sotalign fit` killed with SIGKILL at a fixed step and resumed ends with the same
+weights, bit for bit, as an uninterrupted run with the same seed.
+
+The killed run is `python -m sotalign fit` started through a small wrapper that counts
+optimiser steps (a global torch optimiser hook, so it does not depend on where the trainer
+lives); after step KILL_AT it writes a marker file and holds still, and the test kills it
+there. KILL_AT lies between two checkpoints, so the resumed run restarts from the last one and
+redoes the lost steps: the kill point, and so the test, is the same on every run.
+"""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+
+CHECKPOINT_EVERY = 3
+KILL_AT = 11  # optimiser steps done when killed: past checkpoint 9, before checkpoint 12
+LAST_CHECKPOINT = 9
 
 ARGS = [
     "--set",
@@ -25,7 +37,7 @@ ARGS = [
     "--set",
     "early_stopping=false",
     "--checkpoint-every",
-    "3",
+    str(CHECKPOINT_EVERY),
     "--quiet",
 ]
 
@@ -50,6 +62,36 @@ def fit_cmd(out):
     ]
 
 
+# Runs `python -m sotalign ARGS...`, holding still (until killed) after optimiser step KILL_AT.
+WRAPPER = """
+import os, runpy, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+kill_at, marker = int(sys.argv[1]), sys.argv[2]
+steps = 0
+
+def hold_after_kill_at(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == kill_at:
+        with open(marker + ".tmp", "w") as fh:
+            fh.write(str(steps))
+        os.replace(marker + ".tmp", marker)
+        sys.stdin.read()  # until the test kills us (or goes away and closes the pipe)
+        os._exit(3)
+
+register_optimizer_step_post_hook(hold_after_kill_at)
+sys.argv = ["sotalign", *sys.argv[3:]]
+runpy.run_module("sotalign", run_name="__main__", alter_sys=True)
+"""
+
+
+def _checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(
+        int(p.name.split("-")[1]) for p in folder.glob("step-*") if (p / "state.json").exists()
+    )
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, two_view):
     A, B = two_view.pairs(60, 1)
@@ -58,23 +100,31 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, two_view):
         np.save(tmp_path / f"{name}.npy", arr)
     subprocess.run(fit_cmd("ref"), cwd=tmp_path, check=True, timeout=600)
 
-    rng = np.random.default_rng(int(time.time()))
-    kill_after = int(rng.integers(2, 10))  # kill once this checkpoint step exists (random)
-    proc = subprocess.Popen(fit_cmd("run"), cwd=tmp_path)
-    ck = tmp_path / "run" / "checkpoints"
-    deadline = time.time() + 300
-    target = f"step-{3 * kill_after:09d}"
-    while time.time() < deadline and proc.poll() is None:
-        if (ck / target).is_dir():
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    (tmp_path / "hold.py").write_text(WRAPPER)
+    marker = tmp_path / "ready"
+    cmd = [sys.executable, "hold.py", str(KILL_AT), str(marker), *fit_cmd("run")[3:]]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), f"the run never reached step {KILL_AT} (exit {proc.poll()})"
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+    assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "run" / "model.safetensors").exists()
+    # killed mid-interval: steps 10-11 are lost and must be redone from checkpoint 9
+    assert _checkpoint_steps(tmp_path / "run" / "checkpoints")[-1] == LAST_CHECKPOINT
+
     subprocess.run([*fit_cmd("run"), "--resume"], cwd=tmp_path, check=True, timeout=600)
     ref = load_file(str(tmp_path / "ref" / "model.safetensors"))
     got = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert ref.keys() == got.keys()
     for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], atol=1e-6, rtol=0, err_msg=k)
+        assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape, k
+        assert got[k].tobytes() == ref[k].tobytes(), k  # bit-identical, not merely close

@@ -5,17 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from sotalign.data import TrainData
-from sotalign.teachers import CCATeacher
-from sotalign.train import (
-    AlignmentModel,
+from sotalign.models import AlignmentModel, CCATeacher
+from sotalign.ot import KLOTConfig
+from sotalign.training import (
     TrainConfig,
+    TrainData,
     Trainer,
     TrainingDivergedError,
     latest_checkpoint,
     lr_at,
     objective_from_config,
 )
+
+ALPHA = 0.1  # divergence weight of the trainer tests
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -26,7 +28,7 @@ def test_lr_schedule_warmup_then_cosine():
     assert lrs[-1] < 0.01
 
 
-def _setup(two_view, steps=12, **kw):
+def _setup(two_view, steps=12, device="cpu", **kw):
     A, B = two_view.pairs(40, 1)
     X, Y = two_view.unpaired(300, 250, 2)
     data = TrainData.from_arrays(A, B, X, Y)
@@ -36,9 +38,8 @@ def _setup(two_view, steps=12, **kw):
         lr=1e-3,
         batch_pairs=32,
         batch_unpaired=64,
-        alpha=0.1,
-        sinkhorn_iters=30,
-        device="cpu",
+        klot=KLOTConfig(n_iter=30),
+        device=str(device),
         **kw,
     )
     torch.manual_seed(0)
@@ -46,25 +47,29 @@ def _setup(two_view, steps=12, **kw):
     return model, data, cfg
 
 
-def test_resume_gives_the_same_weights(two_view, tmp_path):
-    model, data, cfg = _setup(two_view, checkpoint_every=4)
-    full = Trainer(model, objective_from_config(cfg), data, cfg, progress=False)
+def test_resume_gives_the_same_weights(two_view, tmp_path, device):
+    model, data, cfg = _setup(two_view, checkpoint_every=4, device=device)
+    full = Trainer(model, objective_from_config(cfg, ALPHA), data, cfg, progress=False)
     full.run()
     ref = {k: v.clone() for k, v in model.state_dict().items()}
 
     ck = tmp_path / "ck"
     model1, _, _ = _setup(two_view)
-    t1 = Trainer(model1, objective_from_config(cfg), data, cfg, checkpoint_dir=ck, progress=False)
+    t1 = Trainer(
+        model1, objective_from_config(cfg, ALPHA), data, cfg, checkpoint_dir=ck, progress=False
+    )
     t1.run(stop_after=6)  # "killed" after 6 steps; last checkpoint at step 4
     assert latest_checkpoint(ck).name == "step-000000004"
     model2, _, _ = _setup(two_view)  # fresh process: new model, new optimiser
-    t2 = Trainer(model2, objective_from_config(cfg), data, cfg, checkpoint_dir=ck, progress=False)
+    t2 = Trainer(
+        model2, objective_from_config(cfg, ALPHA), data, cfg, checkpoint_dir=ck, progress=False
+    )
     res = t2.run(resume=True)
     assert res.steps_done == cfg.steps
     for k, v in model2.state_dict().items():
         assert torch.allclose(v, ref[k], atol=1e-6, rtol=0), k
     # the weights did move: resuming is not trivially equal to the initial state
-    assert not torch.allclose(ref["f.linear.weight"], _setup(two_view)[0].f.linear.weight)
+    assert not torch.allclose(ref["f.linear.weight"].cpu(), _setup(two_view)[0].f.linear.weight)
     # nothing pickled: safetensors + JSON only
     files = {p.name for p in latest_checkpoint(ck).iterdir()}
     assert files == {"tensors.safetensors", "state.json"}
@@ -73,7 +78,7 @@ def test_resume_gives_the_same_weights(two_view, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(two_view, tmp_path):
     model, data, cfg = _setup(two_view, checkpoint_every=2)
-    base = objective_from_config(cfg)
+    base = objective_from_config(cfg, ALPHA)
     calls = {"n": 0}
 
     def objective(m, batch):
@@ -93,16 +98,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(two_view, tmp_path
     )
 
 
-def test_training_logs_loss_terms_and_ot_diagnostics(two_view):
-    model, data, cfg = _setup(two_view, steps=3)
-    res = Trainer(model, objective_from_config(cfg), data, cfg, progress=False).run()
+def test_training_logs_loss_terms_and_ot_diagnostics(two_view, device):
+    model, data, cfg = _setup(two_view, steps=3, device=device)
+    res = Trainer(model, objective_from_config(cfg, ALPHA), data, cfg, progress=False).run()
     h = res.history[-1]
     for key in ("loss", "sup", "div", "marginal_error", "lr"):
         assert key in h and np.isfinite(h[key]), key
 
 
 def test_teacher_head_starts_exactly_at_the_teacher(two_view):
-    from sotalign.teachers import l2_normalize
+    from sotalign.arrays import l2_normalize
 
     A, B = two_view.pairs(100, 1)
     Ti, Tt = two_view.pairs(30, 2)
@@ -119,15 +124,21 @@ def test_teacher_head_starts_exactly_at_the_teacher(two_view):
     assert not torch.allclose(K_rand, K_teacher, atol=1e-2)
 
 
-def test_stop_at_follows_the_full_schedule_and_checkpoints_its_end(two_view, tmp_path):
+def test_stop_at_follows_the_full_schedule_and_checkpoints_its_end(two_view, tmp_path, device):
     """A refit stopped at step s reproduces the first s steps of the full-length run."""
-    model, data, cfg = _setup(two_view, steps=12, checkpoint_every=5)
-    full = Trainer(model, objective_from_config(cfg), data, cfg, progress=False)
+    model, data, cfg = _setup(two_view, steps=12, checkpoint_every=5, device=device)
+    full = Trainer(model, objective_from_config(cfg, ALPHA), data, cfg, progress=False)
     full.run(stop_after=7)  # the reference: 7 steps of the 12-step schedule
     ref = {k: v.clone() for k, v in model.state_dict().items()}
     model2, _, _ = _setup(two_view, steps=12)
-    t2 = Trainer(model2, objective_from_config(cfg), data, cfg, checkpoint_dir=tmp_path,
-                 progress=False)
+    t2 = Trainer(
+        model2,
+        objective_from_config(cfg, ALPHA),
+        data,
+        cfg,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     res = t2.run(stop_at=7)
     assert res.steps_done == 7
     assert [h["lr"] for h in t2.history] == [lr_at(s, 12, cfg.lr, cfg.warmup) for s in range(7)]
@@ -138,15 +149,18 @@ def test_stop_at_follows_the_full_schedule_and_checkpoints_its_end(two_view, tmp
 
 
 def test_early_stopping_ties_go_to_the_later_step(two_view, monkeypatch):
-    import sotalign.train as train_mod
-    from sotalign.train import ValData
+    import sotalign.training.trainer as train_mod
+    from sotalign.training import ValData
 
-    scores = iter([(50.0, 60.0), (70.0, 80.0), (70.0, 90.0), (70.0, 90.0), (70.0, 75.0),
-                   (65.0, 99.0)])
+    scores = iter(
+        [(50.0, 60.0), (70.0, 80.0), (70.0, 90.0), (70.0, 90.0), (70.0, 75.0), (65.0, 99.0)]
+    )
     monkeypatch.setattr(train_mod, "validation_score", lambda model, val: next(scores))
     model, data, cfg = _setup(two_view, steps=12, eval_every=2)
     val = ValData(torch.zeros(2, 64), torch.zeros(2, 48))
-    res = Trainer(model, objective_from_config(cfg), data, cfg, val=val, progress=False).run()
+    res = Trainer(
+        model, objective_from_config(cfg, ALPHA), data, cfg, val=val, progress=False
+    ).run()
     # evaluations at steps 2, 4, ..., 12: R@1 first, MRR breaks ties (step 10 loses on it),
     # equal pairs -> the later step (8, not 6)
     assert (res.best_step, res.best_score, res.best_mrr) == (8, 70.0, 90.0)

@@ -14,10 +14,10 @@ Quick start::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .errors import ConfigError, InputError, SotalignError
-from .estimator import SOTAlign, available_methods, register_method
+from .estimator import SOTAlign
+from .methods import available_methods, register_method
+from .version import __version__
 
 __all__ = [
     "ConfigError",

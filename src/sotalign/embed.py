@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
-from sotalign.encoders import IMAGE_EXTENSIONS
+from sotalign.encoders import IMAGE_EXTENSIONS, load_image
 from sotalign.errors import ConfigError, InputError, closest
 from sotalign.io import atomic_write, save_embeddings, write_json_atomic
 
@@ -216,7 +215,7 @@ def _fingerprint(kind: str, spec: str, dtype: str, shard_size: int, items: Seque
     return h.hexdigest()
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool) -> None:
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: the output must be a .npy file")
     if out.is_dir():
@@ -404,10 +403,8 @@ def embed_image_files(
     Decoding and preprocessing run in ``workers`` threads, a few batches ahead of the model.
     Images that fail to decode are skipped and listed (see the module docstring).
     """
-    from sotalign.encoders import load_image
-
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output(out, overwrite)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
     items = [str(f) for f in files]
@@ -479,7 +476,7 @@ def embed_text_list(
 ) -> EmbedResult:
     """Embed texts with a :class:`~sotalign.encoders.TextEncoder` into ``out`` (.npy)."""
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output(out, overwrite)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
     if not texts:
@@ -506,107 +503,3 @@ def embed_text_list(
         keep_shards=keep_shards,
         extra_meta={"batch_size": batch_size},
     )
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-embed_app = typer.Typer(
-    help="Embed images or texts with a frozen encoder (offline, batched, resumable).",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-def _summary(result: EmbedResult, kind: str) -> None:
-    sides = side_paths(result.out)
-    msg = (
-        f"wrote {result.out} ({result.n_rows} × {result.dim}); embedded {result.n_embedded_now}"
-        f" {kind} in {result.seconds:.1f} s"
-    )
-    if result.n_embedded_now:
-        msg += f" ({result.per_second:.1f} {kind}/s)"
-    if result.resumed_shards:
-        msg += f"; resumed {result.resumed_shards} finished shard(s)"
-    if result.failed:
-        msg += f"; {len(result.failed)} failed, listed in {sides['failed']}"
-    typer.echo(msg, err=True)
-
-
-@embed_app.command("images")
-def images_command(
-    encoder: str = typer.Option(
-        ..., "--encoder", "-e", help="efficientnet-lite0, hf:<folder>, timm:<name>@<file>, ..."
-    ),
-    input: Path = typer.Option(
-        ..., "--input", "-i", help="a folder of images or a .txt list of image paths"
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="output .npy file"),
-    batch_size: int = typer.Option(64, help="images per forward pass"),
-    dtype: str = typer.Option("float16", help="float16 or float32"),
-    shard_size: int = typer.Option(10_000, help="images per resumable shard"),
-    workers: int = typer.Option(4, help="threads decoding images"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    pooling: str = typer.Option(
-        "cls+mean", help="hf: encoders only: cls+mean (paper), cls, mean, pooler"
-    ),
-    overwrite: bool = typer.Option(False, help="replace an existing output"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
-) -> None:
-    """Embed a folder (or list) of images into a .npy matrix, one row per decodable image."""
-    from sotalign.encoders import load_image_encoder
-
-    _check_out(out, overwrite)
-    files = list_images(input)
-    options = {"pooling": pooling} if encoder.lower().startswith("hf:") else {}
-    if pooling != "cls+mean" and not options:
-        raise ConfigError("--pooling applies to hf: image encoders only")
-    enc = load_image_encoder(encoder, device=device, **options)
-    result = embed_image_files(
-        enc,
-        files,
-        out,
-        batch_size=batch_size,
-        dtype=dtype,
-        shard_size=shard_size,
-        workers=workers,
-        overwrite=overwrite,
-        progress=not quiet,
-    )
-    _summary(result, "images")
-
-
-@embed_app.command("texts")
-def texts_command(
-    encoder: str = typer.Option(
-        ..., "--encoder", "-e", help="st:all-MiniLM-L6-v2, st:<folder>, hf:<folder>"
-    ),
-    input: Path = typer.Option(..., "--input", "-i", help=".txt (one per line), .jsonl or .csv"),
-    out: Path = typer.Option(..., "--out", "-o", help="output .npy file"),
-    field_name: str | None = typer.Option(
-        None, "--field", help="jsonl/csv field holding the text (default: text/caption)"
-    ),
-    batch_size: int = typer.Option(128, help="texts per forward pass"),
-    dtype: str = typer.Option("float16", help="float16 or float32"),
-    shard_size: int = typer.Option(50_000, help="texts per resumable shard"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    overwrite: bool = typer.Option(False, help="replace an existing output"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
-) -> None:
-    """Embed texts into a .npy matrix, one row per text, in file order."""
-    from sotalign.encoders import load_text_encoder
-
-    _check_out(out, overwrite)
-    texts = read_texts(input, field_name)
-    enc = load_text_encoder(encoder, device=device)
-    result = embed_text_list(
-        enc,
-        texts,
-        out,
-        batch_size=batch_size,
-        dtype=dtype,
-        shard_size=shard_size,
-        overwrite=overwrite,
-        progress=not quiet,
-    )
-    _summary(result, "texts")

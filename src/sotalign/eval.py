@@ -6,6 +6,11 @@ describe one image (COCO-style): ``text_to_image[j]`` is the image of caption ``
 * image→text: an image is a hit at k if **any** of its captions is among its k nearest texts;
 * text→image: a caption is a hit at k if its image is among its k nearest images.
 
+Ties count **against** the query: a candidate scoring exactly as high as the true one ranks
+above it, so a duplicated or constant embedding never scores well (all-equal scores give
+R@1 = 0 and MRR ≈ 1/n). Ranks are exact, with no sampling or random tie-breaking, so the
+figures are reproducible. On tie-free scores they equal CLIP_benchmark's top-k figures.
+
 The main metric is **mean R@1**, the mean of the two R@1 values. All figures are percentages.
 """
 
@@ -19,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .arrays import as_tensor, l2_normalize
 from .errors import InputError
-from .teachers import as_tensor, l2_normalize
 
 KS = (1, 5, 10)
 
@@ -39,6 +44,13 @@ def _check_index(text_to_image: Tensor, n_images: int, n_texts: int) -> None:
         )
 
 
+def _n_not_below(sims: Tensor, true: Tensor) -> Tensor:
+    """Per row, how many entries of ``sims`` are *not* strictly below ``true`` (a column): the
+    entries ``≥ true``, a NaN on either side counting too (against the query). Computed as
+    ``width − #(sims < true)``: one comparison pass over the chunk."""
+    return sims.shape[1] - (sims < true).sum(1, dtype=torch.int32).long()
+
+
 @torch.no_grad()
 def retrieval_metrics(
     image_emb: Any,
@@ -47,7 +59,22 @@ def retrieval_metrics(
     ks: Sequence[int] = KS,
     chunk: int = 4096,
 ) -> dict[str, Any]:
-    """Recall@k in both directions, in percent.
+    """Recall@k in both directions, in percent, ties counted against the query.
+
+    With ``S[i, j]`` the cosine of image i and caption j, ``g(j)`` the image of caption j and
+    ``C(i) = {j : g(j) = i}`` the captions of image i, the 0-based ranks are
+
+    * text→image, caption j: ``r_j = #{i ≠ g(j) : S[i, j] ≥ S[g(j), j]}``;
+    * image→text, image i: ``r_i = min_{c ∈ C(i)} #{j ∉ C(i) : S[i, j] ≥ S[i, c]}``
+      ``= #{j ∉ C(i) : S[i, j] ≥ max_{c ∈ C(i)} S[i, c]}``,
+
+    and ``R@k = 100 · mean(r < k)``. So a caption is a hit at k when fewer than k other images
+    score at least as high as its image, and an image is a hit at k when one of its captions
+    has fewer than k captions of *other* images scoring at least as high: a caption tied with a
+    wrong one at the boundary is not a hit. An image's own other captions never count against
+    it (the COCO convention: any of its captions in the top k is a hit). An image with no
+    caption is never a hit; a NaN score counts against the query. On tie-free scores these are
+    exactly the top-k figures of CLIP_benchmark.
 
     Parameters
     ----------
@@ -55,13 +82,15 @@ def retrieval_metrics(
         Aligned embeddings (n_images × d and n_texts × d); they are L2-normalised here.
     text_to_image:
         Image row of each text; ``None`` means one caption per image in the same order.
+    chunk:
+        Rows of the similarity matrix formed at a time (memory ``chunk × n`` per direction).
 
     Returns
     -------
     ``{"i2t": {"R@1": …, "R@5": …, "R@10": …}, "t2i": {…}, "mean_R@1": …}``
     """
     img = l2_normalize(as_tensor(image_emb))
-    txt = l2_normalize(as_tensor(text_emb))
+    txt = l2_normalize(as_tensor(text_emb, device=img.device))
     n_i, n_t = img.shape[0], txt.shape[0]
     if n_i == 0 or n_t == 0:
         raise InputError("retrieval needs at least one image and one text")
@@ -78,30 +107,41 @@ def retrieval_metrics(
     else:
         t2i_idx = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long).reshape(-1)
         _check_index(t2i_idx, n_i, n_t)
-    kmax = max(ks)
+    t2i_idx = t2i_idx.to(img.device)
 
-    # text -> image: rank of the true image among all images.
+    # text -> image: r_j = #{i ≠ g(j) : S[i, j] ≥ S[g(j), j]}. The true image itself is
+    # counted by _n_not_below (x < x is false), hence the − 1.
     t2i_rank = torch.empty(n_t, dtype=torch.long)
     for s in range(0, n_t, chunk):
         sims = txt[s : s + chunk] @ img.T
         true = sims.gather(1, t2i_idx[s : s + chunk, None])
-        t2i_rank[s : s + chunk] = (sims > true).sum(1)
+        t2i_rank[s : s + chunk] = (_n_not_below(sims, true) - 1).cpu()
 
-    # image -> text: best rank over the image's captions.
-    i2t_rank = torch.full((n_i,), n_t, dtype=torch.long)
+    # image -> text: r_i = #{j ∉ C(i) : S[i, j] ≥ b_i} with b_i = max_{c ∈ C(i)} S[i, c]
+    # (r_i decreases as S[i, c] grows, so the min over c is reached at the best caption),
+    # i.e. all captions ≥ b_i minus the image's own captions ≥ b_i. The own captions of a chunk
+    # of images are a contiguous run of the captions sorted by image: O(captions) extra work.
+    n_caps = torch.bincount(t2i_idx, minlength=n_i)
+    by_image, order = torch.sort(t2i_idx, stable=True)
+    never = torch.iinfo(torch.long).max  # an image without captions is never a hit
+    i2t_rank = torch.empty(n_i, dtype=torch.long)
     for s in range(0, n_i, chunk):
-        sims = img[s : s + chunk] @ txt.T
-        top = sims.topk(min(kmax, n_t), dim=1).indices  # (c, kmax)
-        hit_img = t2i_idx[top]  # image of each retrieved caption
-        own = torch.arange(s, s + sims.shape[0])[:, None]
-        match = hit_img == own
-        first = torch.where(
-            match.any(1), match.float().argmax(1), torch.full((sims.shape[0],), n_t)
-        )
-        i2t_rank[s : s + chunk] = first
+        e = min(s + chunk, n_i)
+        sims = img[s:e] @ txt.T  # (e − s) × n_t
+        lo, hi = (int(torch.searchsorted(by_image, v)) for v in (s, e))
+        rows, cols = by_image[lo:hi] - s, order[lo:hi]
+        own = sims[rows, cols]  # the chunk's images × their own captions, flattened
+        # b_i; a NaN own score is never the best (its count is all the other captions), and
+        # an image whose own scores are all NaN gets b_i = −inf: every other caption counts
+        best = torch.full((e - s,), -math.inf, device=img.device, dtype=sims.dtype)
+        best = best.scatter_reduce(0, rows, own.masked_fill(own.isnan(), -math.inf), "amax")
+        own_ge = torch.zeros(e - s, dtype=torch.long, device=img.device)
+        own_ge = own_ge.scatter_add(0, rows, (~(own < best[rows])).long())
+        rank = _n_not_below(sims, best[:, None]) - own_ge
+        i2t_rank[s:e] = torch.where(n_caps[s:e] > 0, rank, never).cpu()
 
     def recall(rank: Tensor) -> dict[str, float]:
-        return {f"R@{k}": float((rank < k).float().mean() * 100) for k in ks}
+        return {f"R@{k}": 100.0 * int((rank < k).sum()) / rank.numel() for k in ks}
 
     out = {"i2t": recall(i2t_rank), "t2i": recall(t2i_rank)}
     out["mean_R@1"] = 0.5 * (out["i2t"]["R@1"] + out["t2i"]["R@1"])
@@ -112,13 +152,21 @@ def retrieval_metrics(
 def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dict[str, float]:
     """Mean R@1 and mean reciprocal rank (both in percent) of one-to-one pairs.
 
-    Row i of ``image_emb`` matches row i of ``text_emb``. With ``r`` the 0-based rank of the
-    true partner (ties counted against it), ``MRR = mean 1/(r+1)`` over both directions. MRR
-    uses the whole ranking, so it separates models that a small validation gallery scores
-    alike on R@1; model selection compares (mean R@1, MRR) in that order.
+    Row i of ``image_emb`` matches row i of ``text_emb``; ``S[i, j]`` is their cosine. The
+    0-based rank of the true partner counts every *other* candidate scoring at least as high
+    (ties count against the query; a NaN score too):
+
+    * image→text: ``r_i = #{j ≠ i : S[i, j] ≥ S[i, i]}``;
+    * text→image: ``r'_j = #{i ≠ j : S[i, j] ≥ S[j, j]}``;
+
+    ``mean R@1 = 50 · (mean[r = 0] + mean[r' = 0])`` (equal to :func:`retrieval_metrics`'
+    ``mean_R@1``) and ``MRR = 50 · (mean 1/(r+1) + mean 1/(r'+1))``. All-equal scores give
+    R@1 = 0 and MRR = 100/n. MRR uses the whole ranking, so it separates models that a small
+    validation gallery scores alike on R@1; model selection compares (mean R@1, MRR) in that
+    order.
     """
     img = l2_normalize(as_tensor(image_emb))
-    txt = l2_normalize(as_tensor(text_emb))
+    txt = l2_normalize(as_tensor(text_emb, device=img.device))
     if img.shape != txt.shape or img.shape[0] == 0:
         raise InputError(
             f"paired metrics need as many images as texts (got {tuple(img.shape)} and"
@@ -128,13 +176,14 @@ def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dic
     r_i2t = torch.empty(n, dtype=torch.long)
     r_t2i = torch.empty(n, dtype=torch.long)
     for s in range(0, n, chunk):
-        rows = torch.arange(s, min(s + chunk, n))
-        sims = img[rows] @ txt.T
-        r_i2t[rows] = (sims > sims[torch.arange(len(rows)), rows][:, None]).sum(1)
-        sims = txt[rows] @ img.T
-        r_t2i[rows] = (sims > sims[torch.arange(len(rows)), rows][:, None]).sum(1)
-    r1 = 50.0 * float((r_i2t == 0).float().mean() + (r_t2i == 0).float().mean())
-    mrr = 50.0 * float((1.0 / (r_i2t + 1)).mean() + (1.0 / (r_t2i + 1)).mean())
+        e = min(s + chunk, n)
+        diag = (torch.arange(e - s, device=img.device), torch.arange(s, e, device=img.device))
+        for query, gallery, rank in ((img, txt, r_i2t), (txt, img, r_t2i)):
+            sims = query[s:e] @ gallery.T
+            # the true partner itself is counted (x < x is false), hence the − 1
+            rank[s:e] = (_n_not_below(sims, sims[diag][:, None]) - 1).cpu()
+    r1 = 50.0 * (int((r_i2t == 0).sum()) + int((r_t2i == 0).sum())) / n
+    mrr = 50.0 * sum(float((1.0 / (r.double() + 1.0)).mean()) for r in (r_i2t, r_t2i))
     return {"mean_R@1": r1, "MRR": mrr}
 
 
@@ -172,16 +221,3 @@ def zero_shot_accuracy(image_emb: Any, prototypes: Any, labels: Any) -> float:
         raise InputError(f"{y.shape[0]} labels for {img.shape[0]} images")
     pred = (img @ protos.T).argmax(1)
     return float((pred == y).float().mean() * 100)
-
-
-def format_table(rows: dict[str, dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    """A Markdown table of retrieval metrics, one row per model name."""
-    cols = ["I2T R@1", "I2T R@5", "I2T R@10", "T2I R@1", "T2I R@5", "T2I R@10", "mean R@1"]
-    cols += list(extra)
-    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, m in rows.items():
-        vals = [m["i2t"]["R@1"], m["i2t"]["R@5"], m["i2t"]["R@10"]]
-        vals += [m["t2i"]["R@1"], m["t2i"]["R@5"], m["t2i"]["R@10"], m["mean_R@1"]]
-        vals += [m.get(c, float("nan")) for c in extra]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
-    return "\n".join(lines)

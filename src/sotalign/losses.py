@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError, closest
+from .ot import KLOTConfig, klot_embeddings
 
 
 def siglip_loss(K: Tensor, scale: Tensor | float, bias: Tensor | float) -> Tensor:
@@ -116,16 +117,15 @@ def ginfonce_divergence(
 
 
 def klot_divergence(
-    zx: Tensor, zy: Tensor, tx: Tensor, ty: Tensor, **options: Any
+    zx: Tensor, zy: Tensor, tx: Tensor, ty: Tensor, config: KLOTConfig | None = None, **_: Any
 ) -> tuple[Tensor, dict]:
     """KLOT(K ‖ K*) = KL(OT_ε*(K*) ‖ OT_ε(K)) with the closed-form gradient (SPEC §3).
 
-    ``options`` are those of :func:`sotalign.ot.klot_embeddings` (eps, eps_teacher, n_iter,
-    tol, mode).
+    ``config`` holds the solver's options (ε, ε*, iterations, tolerance, dense/tiled mode);
+    it was validated when built, so nothing is re-checked per training step. See
+    :func:`sotalign.ot.klot_embeddings`.
     """
-    from .ot import klot_embeddings
-
-    loss, info = klot_embeddings(zx, zy, tx, ty, **options)
+    loss, info = klot_embeddings(zx, zy, tx, ty, config or KLOTConfig())
     return loss, info.as_dict()
 
 

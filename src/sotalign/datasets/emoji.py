@@ -53,7 +53,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sotalign.datasets.wordnet import read_glosses
+from sotalign.embed import embed_image_files
+from sotalign.encoders import (
+    load_image_encoder,
+    load_text_encoder,
+    package_version,
+    sha256_file,
+)
 from sotalign.errors import InputError
+from sotalign.io import atomic_write, write_json_atomic
 
 SPLIT_SEED = 0
 N_TEST = 400
@@ -177,8 +186,6 @@ def load_emoji(root: str | os.PathLike[str] | None = None, *, verify: bool = Tru
 
     With ``verify`` the sha256 of every file is checked against ``manifest.json``.
     """
-    from sotalign.encoders import sha256_file
-
     root = Path(root).expanduser() if root is not None else default_root()
     man_path = root / "manifest.json"
     if not man_path.is_file():
@@ -424,16 +431,6 @@ def build_emoji(
     """
     from PIL import ImageFont, features
 
-    from sotalign.datasets.wordnet import read_glosses
-    from sotalign.embed import embed_image_files
-    from sotalign.encoders import (
-        load_image_encoder,
-        load_text_encoder,
-        package_version,
-        sha256_file,
-    )
-    from sotalign.io import atomic_write, write_json_atomic
-
     t_start = time.perf_counter()
     font_path = find_font(font, install, log)
     base = find_emojibase(emojibase, cache, install, log)
@@ -647,8 +644,6 @@ def write_samples(out: Path, items: list[dict[str, Any]], img_dir: Path) -> list
     order of the PNG names); returns ``[{hexcode, row, file, sha256}]`` (row of images.npy and
     texts.npy) for the manifest.
     """
-    from sotalign.io import atomic_write
-
     rows = {it["hexcode"]: i for i, it in enumerate(items)}
     dest = out / "samples"
     dest.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sotalign.errors import InputError
+from sotalign.errors import InputError, SotalignError
+from sotalign.io import atomic_write, write_json_atomic
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 POS_FILES: tuple[tuple[str, str], ...] = (
@@ -253,8 +254,6 @@ def encode_sharded(
                 arr = None
         if arr is None:
             arr = encode([texts[i] for i in idx]).astype(np.float32)
-            from sotalign.io import atomic_write
-
             with atomic_write(path) as fh:
                 np.save(fh, arr)
         parts.append(arr)
@@ -302,8 +301,6 @@ def build_wordnet(
     ``limit`` keeps the first ``limit`` glosses of a fixed seeded shuffle (a small subset for
     tests). ``encode_y`` replaces MiniLM (for tests); by default MiniLM runs on the CPU.
     """
-    from sotalign.io import atomic_write, write_json_atomic
-
     t0 = time.time()
     out_dir = Path(out_dir) if out_dir is not None else default_cache_dir(limit)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -572,8 +569,6 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from sotalign.errors import SotalignError
-
     out = args.out if args.out is not None else default_cache_dir(args.limit)
     try:
         manifest = build_wordnet(out, limit=args.limit, wordnet_dir=args.wordnet_dir,

@@ -21,78 +21,30 @@ import json
 import math
 import os
 import shutil
-import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from lion_pytorch import Lion
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
 
+from ..errors import ConfigError, SotalignError
+from ..eval import paired_rank_metrics, selection_key
+from ..io import atomic_dir
+from ..models import AlignmentModel
+from .config import TrainConfig
 from .data import Batch, BatchSampler, TrainData
-from .errors import ConfigError, SotalignError, closest
-from .heads import make_head
-from .losses import SUP_LOSSES, get_divergence, supervised_loss
-from .teachers import LinearTeacher, l2_normalize
 
-Objective = Callable[["AlignmentModel", Batch], tuple[Tensor, dict[str, float]]]
+Objective = Callable[[AlignmentModel, Batch], tuple[Tensor, dict[str, float]]]
 
 
 class TrainingDivergedError(SotalignError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of head training; defaults follow the paper (SPEC §3)."""
-
-    steps: int = 2000
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    warmup: float = 0.1
-    optimizer: str = "lion"
-    batch_pairs: int = 10_000
-    batch_unpaired: int = 4096
-    sup_loss: str = "siglip"
-    divergence: str = "klot"
-    alpha: float = 1e-4
-    eps: float = 0.05
-    eps_teacher: float = 0.01
-    sinkhorn_iters: int = 100
-    sinkhorn_tol: float | None = None
-    ot_mode: str = "auto"
-    ginfonce_temperature: float = 0.05
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    seed: int = 0
-    device: str = "auto"
-
-    def validate(self) -> TrainConfig:
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.warmup < 1:
-            raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
-        if self.optimizer not in ("lion", "adamw"):
-            raise ConfigError(f"optimizer must be 'lion' or 'adamw', got {self.optimizer!r}")
-        if self.sup_loss not in SUP_LOSSES:
-            raise ConfigError(
-                f"unknown sup_loss '{self.sup_loss}'{closest(self.sup_loss, SUP_LOSSES)}"
-            )
-        if self.divergence != "none":
-            get_divergence(self.divergence)
-        if self.alpha < 0 or not math.isfinite(self.alpha):
-            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
-        for name in ("eps", "eps_teacher"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.batch_pairs < 2:
-            raise ConfigError(f"batch_pairs must be >= 2, got {self.batch_pairs}")
-        if self.ot_mode not in ("auto", "dense", "tiled"):
-            raise ConfigError(f"ot_mode must be auto, dense or tiled, got {self.ot_mode!r}")
-        return self
 
 
 def resolve_device(device: str) -> torch.device:
@@ -114,92 +66,6 @@ def lr_at(step: int, total: int, base: float, warmup: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-class AlignmentModel(nn.Module):
-    """Heads f, g plus SigLIP's learned logit scale (stored as log t) and bias."""
-
-    def __init__(
-        self,
-        d_x: int,
-        d_y: int,
-        dim: int = 1024,
-        head: str = "linear",
-        init_scale: float = 20.0,
-        init_bias: float = -10.0,
-        teacher: LinearTeacher | None = None,
-    ) -> None:
-        super().__init__()
-        self.f = make_head(head, d_x, dim)
-        self.g = make_head(head, d_y, dim)
-        if head == "teacher" and teacher is not None:
-            self.f.init_from_teacher(teacher.mu_a_, teacher.w_x_)  # type: ignore[operator]
-            self.g.init_from_teacher(teacher.mu_b_, teacher.w_y_)  # type: ignore[operator]
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
-        self.teacher = teacher
-
-    @property
-    def scale(self) -> Tensor:
-        return self.log_scale.exp()
-
-    def embed_images(self, raw: Tensor) -> Tensor:
-        return l2_normalize(self.f(raw))
-
-    def embed_texts(self, raw: Tensor) -> Tensor:
-        return l2_normalize(self.g(raw))
-
-
-@dataclass
-class SOTAlignObjective:
-    """``L_sup + α·D(K ‖ K*)`` of Algorithm 1 (D = none, klot, cka or ginfonce)."""
-
-    sup_loss: str = "siglip"
-    divergence: str = "klot"
-    alpha: float = 1e-4
-    div_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, model: AlignmentModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        za, zb = model.embed_images(batch.a), model.embed_texts(batch.b)
-        has_u = batch.x is not None and batch.y is not None
-        use_div = self.divergence != "none" and self.alpha > 0
-        # Embed the unpaired batch only when a term uses it (not for plain SigLIP with α = 0).
-        embed_u = has_u and (use_div or self.sup_loss == "semisup_siglip")
-        zx = model.embed_images(batch.x) if embed_u else None  # type: ignore[arg-type]
-        zy = model.embed_texts(batch.y) if embed_u else None  # type: ignore[arg-type]
-        sup = supervised_loss(self.sup_loss, za, zb, zx, zy, model.scale, model.bias)
-        logs: dict[str, float] = {"sup": float(sup.detach())}
-        loss = sup
-        if use_div and has_u:
-            if model.teacher is None:
-                raise ConfigError(f"divergence '{self.divergence}' needs a fitted teacher")
-            assert zx is not None and zy is not None
-            with torch.no_grad():
-                tx = model.teacher.encode_images(batch.x)
-                ty = model.teacher.encode_texts(batch.y)
-            div, info = get_divergence(self.divergence)(
-                zx.float(), zy.float(), tx.float(), ty.float(), **self.div_kwargs
-            )
-            loss = loss + self.alpha * div
-            logs["div"] = float(div.detach())
-            logs.update({k: float(v) for k, v in info.items() if isinstance(v, (int, float))})
-        return loss, logs
-
-
-def objective_from_config(cfg: TrainConfig) -> SOTAlignObjective:
-    """The SOTAlign objective with the divergence options of ``cfg``."""
-    kw: dict[str, Any] = {}
-    if cfg.divergence == "klot":
-        kw = {
-            "eps": cfg.eps,
-            "eps_teacher": cfg.eps_teacher,
-            "n_iter": cfg.sinkhorn_iters,
-            "tol": cfg.sinkhorn_tol,
-            "mode": cfg.ot_mode,
-        }
-    elif cfg.divergence == "ginfonce":
-        kw = {"temperature": cfg.ginfonce_temperature}
-    return SOTAlignObjective(cfg.sup_loss, cfg.divergence, cfg.alpha, kw)
-
-
 @dataclass
 class ValData:
     """Validation pairs (row i of ``images`` ↔ row i of ``texts``) for model selection."""
@@ -214,8 +80,6 @@ def validation_score(model: AlignmentModel, val: ValData) -> tuple[float, float]
 
     Compared as a tuple: R@1 first, the mean reciprocal rank breaks its ties (a small
     validation gallery often scores many steps alike on R@1)."""
-    from .eval import paired_rank_metrics
-
     was_training = model.training
     model.eval()
     dev = model.log_scale.device
@@ -291,7 +155,7 @@ class Trainer:
         progress: bool = True,
         keep_checkpoints: int = 2,
     ) -> None:
-        self.config = config.validate()
+        self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         if model.teacher is not None:
@@ -304,8 +168,6 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         params = [p for p in model.parameters() if p.requires_grad]
         if config.optimizer == "lion":
-            from lion_pytorch import Lion
-
             self.opt: torch.optim.Optimizer = Lion(
                 params, lr=config.lr, weight_decay=config.weight_decay
             )
@@ -324,43 +186,33 @@ class Trainer:
     # -- checkpointing ------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write the full training state atomically; returns the checkpoint folder."""
-        from safetensors.torch import save_file
-
         assert self.checkpoint_dir is not None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         final = self.checkpoint_dir / f"{CKPT_PREFIX}{self.step:09d}"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=self.checkpoint_dir))
-        try:
-            tensors = {
-                f"model.{k}": v.detach().cpu().contiguous()
-                for k, v in self.model.state_dict().items()
-            }
-            opt_t, opt_meta = _flatten_optimizer(self.opt)
-            tensors.update(opt_t)
-            tensors["rng.torch"] = torch.get_rng_state()
-            if self.best_state is not None:
-                tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+        }
+        opt_t, opt_meta = _flatten_optimizer(self.opt)
+        tensors.update(opt_t)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        meta = {
+            "step": self.step,
+            "sampler": self.sampler.state(),
+            "optimizer": opt_meta,
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_mrr": self.best_mrr,
+            "best_step": self.best_step,
+            "config": asdict(self.config),
+        }
+        with atomic_dir(final) as tmp:
             save_file(tensors, str(tmp / "tensors.safetensors"))
-            meta = {
-                "step": self.step,
-                "sampler": self.sampler.state(),
-                "optimizer": opt_meta,
-                "history": self.history,
-                "best_score": self.best_score,
-                "best_mrr": self.best_mrr,
-                "best_step": self.best_step,
-                "config": asdict(self.config),
-            }
             with open(tmp / "state.json", "w") as fh:
                 json.dump(meta, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         olds = sorted(p for p in self.checkpoint_dir.iterdir() if p.name.startswith(CKPT_PREFIX))
         for old in olds[: -self.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -368,8 +220,6 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore the full training state from a checkpoint folder."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         try:
             tensors = load_file(str(path / "tensors.safetensors"))
@@ -399,8 +249,6 @@ class Trainer:
         if not every or (self.step % every and self.step != self.config.steps):
             return
         assert self.val is not None
-        from .eval import selection_key
-
         score, mrr = validation_score(self.model, self.val)
         logs["val_mean_R@1"], logs["val_MRR"] = score, mrr
         # ties go to the later step: it has trained longer on the same evidence
@@ -419,10 +267,6 @@ class Trainer:
         of ``config.steps`` (a refit that reproduces an early-stopped run's trajectory).
         ``stop_after`` ends the loop early after that many steps in this call (for tests).
         """
-        import time
-
-        from tqdm.auto import tqdm
-
         cfg = self.config
         if resume and self.checkpoint_dir is not None:
             last = latest_checkpoint(self.checkpoint_dir)

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
-from .eval import class_prototypes, retrieval_metrics, zero_shot_accuracy
-from .io import write_json_atomic
+from ..datasets.emoji import build_emoji, draw_pairs, load_emoji
+from ..estimator import SOTAlign
+from ..eval import class_prototypes, retrieval_metrics, zero_shot_accuracy
+from ..io import atomic_write, write_json_atomic
+from .app import app
+from .console import console, print_metrics
 
 #: Settings of the demo's trained models (also recorded in results.json). SOTAlign starts its
 #: heads at the CCA teacher (the better choice with few pairs and small pools, see the emoji
@@ -52,9 +57,6 @@ def compare(
     data: Any, pairs: int, seed: int, progress: bool, settings: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Fit SOTAlign, SAIL and the CCA teacher on ``pairs`` pairs; evaluate each on test."""
-    from .datasets.emoji import draw_pairs
-    from .estimator import SOTAlign
-
     s = {k: {**v, **(settings or {}).get(k, {})} for k, v in DEMO_SETTINGS.items()}
     drawn = draw_pairs(data, pairs, seed=seed)
     X, Y = data.unpaired_images, data.unpaired_texts
@@ -109,8 +111,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from .io import atomic_write
-
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
@@ -126,14 +126,9 @@ def run_demo(
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the comparison, print the table, write ``results.json`` and ``results.png``."""
-    from .cli import console, print_metrics
-    from .datasets.emoji import load_emoji
-
     out = Path(out)
     t0 = time.perf_counter()
     if from_scratch:
-        from .datasets.emoji import build_emoji
-
         root = out / "emoji-data"
         console.print(f"building the emoji data from scratch into {root} …")
         build_emoji(root, cache=out / "emoji-cache")
@@ -163,3 +158,17 @@ def run_demo(
         f"wrote {out / 'results.json'} and {out / 'results.png'} ({report['total_seconds']:.0f} s)"
     )
     return report
+
+
+@app.command("demo")
+def demo_command(
+    pairs: Annotated[int, typer.Option(help="Number of pairs drawn from the pool.")] = 100,
+    out: Annotated[Path, typer.Option(help="Folder for results JSON and plot.")] = Path("out/demo"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    from_scratch: Annotated[
+        bool, typer.Option(help="Render, embed, fit and evaluate from raw data.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Fit SOTAlign, SAIL and the CCA teacher on the bundled emoji data and compare them."""
+    run_demo(pairs=pairs, out=out, seed=seed, from_scratch=from_scratch, progress=not quiet)

@@ -1,10 +1,10 @@
 """Trained semi-supervised baselines of SPEC §7: STRUCTURE, NNCLR and S-CLIP.
 
-Each baseline trains the same heads as SOTAlign (:class:`sotalign.train.AlignmentModel`: f, g,
+Each baseline trains the same heads as SOTAlign (:class:`sotalign.models.AlignmentModel`: f, g,
 SigLIP scale t and bias b) with the same trainer, optimiser and data, and differs only in the
 objective. As for SAIL, a validation split is carved from the pairs (``val_fraction``) and the
 weights with the best validation mean R@1 are kept (``early_stopping``); the test split is never
-seen. The trained heads are saved as a :class:`sotalign.estimator.HeadsAligner`, so
+seen. The trained heads are saved as a :class:`sotalign.models.HeadsAligner`, so
 ``SOTAlign.save``/``load`` work unchanged.
 
 Notation: paired batch (A_b, B_b) of n rows, unpaired batches X_b, Y_b of m rows,
@@ -86,11 +86,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import Batch, EmbeddingPool, TrainData
+from ..arrays import l2_normalize
+from ..config import SOTAlignConfig
 from ..errors import ConfigError, InputError, closest
 from ..losses import infonce_loss, siglip_loss, supervised_loss
-from ..teachers import l2_normalize
-from ..train import AlignmentModel, resolve_device
+from ..models import AlignmentModel
+from ..ot import sinkhorn
+from ..training import Batch, EmbeddingPool, TrainData, resolve_device
+from .baselines import train_selected
+from .registry import MethodResult, MethodSpec, register_method
 
 __all__ = [
     "NNCLRObjective",
@@ -113,12 +117,12 @@ def contrastive(kind: str, K: Tensor, model: AlignmentModel) -> Tensor:
     return siglip_loss(K, model.scale, model.bias)
 
 
-def _params(est: Any, method: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``est.method_params`` merged over ``defaults``; unknown keys raise :class:`ConfigError`."""
-    raw = getattr(est, "method_params", None) or {}
+def _params(cfg: SOTAlignConfig, method: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.method_params`` merged over ``defaults``; unknown keys raise :class:`ConfigError`."""
+    raw = cfg.method_params or {}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"method_params must be a mapping such as {{\"{next(iter(defaults))}\": ...}},"
+            f'method_params must be a mapping such as {{"{next(iter(defaults))}": ...}},'
             f" got {raw!r}"
         )
     given = dict(raw)
@@ -138,8 +142,9 @@ def _positive(method: str, name: str, value: Any, allow_zero: bool = False) -> f
         v = math.nan
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"method '{method}': method_params {name} must be a number {bound},"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"method '{method}': method_params {name} must be a number {bound}, got {value!r}"
+        )
     return v
 
 
@@ -151,16 +156,26 @@ def _need_unpaired(data: TrainData, method: str) -> None:
         )
 
 
-def _train(est: Any, data: TrainData,
-           build: Callable[[TrainData], tuple[TrainData, Any]], **overrides: Any) -> Any:
+def _train(
+    cfg: SOTAlignConfig,
+    data: TrainData,
+    resume: bool,
+    build: Callable[[TrainData], tuple[TrainData, Any]],
+    **overrides: Any,
+) -> MethodResult:
     """Early-stop on a split of the pairs, then refit on all pairs (as SAIL and SOTAlign)."""
-    from ..estimator import train_selected
+    train = cfg.replace_train(divergence="none", **overrides)
+    return train_selected(cfg, data, resume, build, train)
 
-    return train_selected(est, data, build, **overrides)
 
-
-def _sup(kind: str, model: AlignmentModel, za: Tensor, zb: Tensor,
-         zx: Tensor | None = None, zy: Tensor | None = None) -> Tensor:
+def _sup(
+    kind: str,
+    model: AlignmentModel,
+    za: Tensor,
+    zb: Tensor,
+    zx: Tensor | None = None,
+    zy: Tensor | None = None,
+) -> Tensor:
     """The estimator's supervised loss ``L_sup`` (``sup_loss``) on the paired batch."""
     return supervised_loss(kind, za, zb, zx, zy, model.scale, model.bias)
 
@@ -218,10 +233,12 @@ class StructureObjective:
         if use_u:
             assert zx is not None and zy is not None and batch.x is not None
             assert batch.y is not None
-            r_img = structure_regulariser(torch.cat([batch.a, batch.x]), torch.cat([za, zx]),
-                                          self.tau)
-            r_txt = structure_regulariser(torch.cat([batch.b, batch.y]), torch.cat([zb, zy]),
-                                          self.tau)
+            r_img = structure_regulariser(
+                torch.cat([batch.a, batch.x]), torch.cat([za, zx]), self.tau
+            )
+            r_txt = structure_regulariser(
+                torch.cat([batch.b, batch.y]), torch.cat([zb, zy]), self.tau
+            )
         else:
             r_img = structure_regulariser(batch.a, za, self.tau)
             r_txt = structure_regulariser(batch.b, zb, self.tau)
@@ -230,19 +247,21 @@ class StructureObjective:
         return loss, {"sup": float(sup.detach()), "structure": float(reg.detach())}
 
 
-def _fit_structure(est: Any, data: TrainData, semisup: bool) -> Any:
+def _fit_structure(
+    cfg: SOTAlignConfig, data: TrainData, resume: bool, semisup: bool
+) -> MethodResult:
     name = "structure_semisup" if semisup else "structure"
-    p = _params(est, name, {"lam": 10.0, "tau": 0.1})
+    p = _params(cfg, name, {"lam": 10.0, "tau": 0.1})
     lam = _positive(name, "lam", p["lam"], allow_zero=True)
     tau = _positive(name, "tau", p["tau"])
     if semisup:
         _need_unpaired(data, name)
-    objective = StructureObjective(lam, tau, semisup, est.sup_loss)
+    objective = StructureObjective(lam, tau, semisup, cfg.train.sup_loss)
 
     def build(d: TrainData) -> tuple[TrainData, Any]:
         return (d if semisup else TrainData(d.images, d.texts)), objective
 
-    return _train(est, data, build)
+    return _train(cfg, data, resume, build)
 
 
 # ----------------------------------------------------------------------------- NNCLR
@@ -316,8 +335,9 @@ class NNCLRObjective:
                 key.extend(int(i) for i in idx)
         return np.random.default_rng(key)
 
-    def _rows(self, which: str, idx: np.ndarray, device: Any,
-              rng: np.random.Generator | None = None) -> Tensor:
+    def _rows(
+        self, which: str, idx: np.ndarray, device: Any, rng: np.random.Generator | None = None
+    ) -> Tensor:
         table, pool = (self.nn_x, self.pool_x) if which == "x" else (self.nn_y, self.pool_y)
         k = table.shape[1]
         if k == 1:  # fixed neighbours: gather once per pair (memory = the pairs' size)
@@ -347,8 +367,8 @@ class NNCLRObjective:
         return loss, {"sup": float(sup.detach()), "nn": float(nn_term.detach())}
 
 
-def _fit_nnclr(est: Any, data: TrainData) -> Any:
-    p = _params(est, "nnclr", {"k": 1, "w": 1.0})
+def _fit_nnclr(cfg: SOTAlignConfig, data: TrainData, resume: bool) -> MethodResult:
+    p = _params(cfg, "nnclr", {"k": 1, "w": 1.0})
     k = p["k"]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"method 'nnclr': method_params k must be a positive integer, got {k!r}")
@@ -356,36 +376,34 @@ def _fit_nnclr(est: Any, data: TrainData) -> Any:
     _need_unpaired(data, "nnclr")
     assert data.unpaired_images is not None and data.unpaired_texts is not None
     k = int(min(k, len(data.unpaired_images), len(data.unpaired_texts)))
-    device = resolve_device(est.device)
+    device = resolve_device(cfg.train.device)
     unpaired_x, unpaired_y = data.unpaired_images, data.unpaired_texts
 
     def build(d: TrainData) -> tuple[TrainData, Any]:
         nn_x = nearest_neighbours(d.images, unpaired_x, k, device=device)
         nn_y = nearest_neighbours(d.texts, unpaired_y, k, device=device)
-        objective = NNCLRObjective(nn_x, nn_y, unpaired_x, unpaired_y, w, est.sup_loss,
-                                   est.seed)
+        objective = NNCLRObjective(
+            nn_x, nn_y, unpaired_x, unpaired_y, w, cfg.train.sup_loss, cfg.train.seed
+        )
         # k = 1: the pools enter only through the neighbour tables, no unpaired batches
         return (TrainData(d.images, d.texts) if k == 1 else d), objective
 
     if k == 1:
-        return _train(est, data, build)
-    return _train(est, data, build, batch_unpaired=8)  # keys of the draws
+        return _train(cfg, data, resume, build)
+    return _train(cfg, data, resume, build, batch_unpaired=8)  # keys of the draws
 
 
 # ----------------------------------------------------------------------------- S-CLIP
 
 
 @torch.no_grad()
-def pseudo_partners(K: Tensor, eps: float = 0.05, n_iter: int = 100,
-                    mode: str = "soft") -> Tensor:
+def pseudo_partners(K: Tensor, eps: float = 0.05, n_iter: int = 100, mode: str = "soft") -> Tensor:
     """Row-stochastic weights (m × n) of each unpaired sample over the n paired samples.
 
     ``P = OT_ε(K)`` for the affinity ``K`` (m × n, unpaired × paired; uniform marginals, mass
     1); soft: ``W = P / P 1`` (each row of the plan renormalised); hard: ``W_ij = 1`` for
     ``j = argmax_j P_ij``, else 0.
     """
-    from ..ot import sinkhorn
-
     P = sinkhorn(K.float(), eps, n_iter).plan
     if mode == "hard":
         W = torch.zeros_like(P)
@@ -422,16 +440,16 @@ class SCLIPObjective:
         t_pseudo = l2_normalize(w_img.to(zb.dtype) @ zb)  # a pseudo-caption per unpaired image
         i_pseudo = l2_normalize(w_txt.to(za.dtype) @ za)  # a pseudo-image per unpaired text
         kind = "infonce" if self.sup_loss == "infonce" else "siglip"
-        pseudo = 0.5 * (contrastive(kind, zx @ t_pseudo.T, model)
-                        + contrastive(kind, i_pseudo @ zy.T, model))
+        pseudo = 0.5 * (
+            contrastive(kind, zx @ t_pseudo.T, model) + contrastive(kind, i_pseudo @ zy.T, model)
+        )
         loss = sup + self.w * pseudo
         return loss, {"sup": float(sup.detach()), "pseudo": float(pseudo.detach())}
 
 
-def _fit_sclip(est: Any, data: TrainData) -> Any:
-    defaults = {"w": 1.0, "mode": "soft", "eps": 0.05, "affinity": "aligned",
-                "sinkhorn_iters": 100}
-    p = _params(est, "sclip", defaults)
+def _fit_sclip(cfg: SOTAlignConfig, data: TrainData, resume: bool) -> MethodResult:
+    defaults = {"w": 1.0, "mode": "soft", "eps": 0.05, "affinity": "aligned", "sinkhorn_iters": 100}
+    p = _params(cfg, "sclip", defaults)
     w = _positive("sclip", "w", p["w"], allow_zero=True)
     eps = _positive("sclip", "eps", p["eps"])
     for key, choices in (("mode", ("soft", "hard")), ("affinity", ("aligned", "input"))):
@@ -447,28 +465,33 @@ def _fit_sclip(est: Any, data: TrainData) -> Any:
             f" got {iters!r}"
         )
     _need_unpaired(data, "sclip")
-    objective = SCLIPObjective(w, p["mode"], eps, p["affinity"], int(iters), est.sup_loss)
-    return _train(est, data, lambda d: (d, objective))
+    objective = SCLIPObjective(w, p["mode"], eps, p["affinity"], int(iters), cfg.train.sup_loss)
+    return _train(cfg, data, resume, lambda d: (d, objective))
 
 
 # ----------------------------------------------------------------------------- registration
 
 
-def _register() -> None:
-    from ..estimator import MethodSpec, register_method
-
-    specs: list[tuple[str, str, Callable[[Any, TrainData], Any], bool]] = [
-        ("structure", "STRUCTURE: SigLIP + λ·JS structure preservation on the pairs",
-         lambda est, data: _fit_structure(est, data, False), False),
-        ("structure_semisup", "STRUCTURE with the unpaired samples in the structure term",
-         lambda est, data: _fit_structure(est, data, True), True),
-        ("nnclr", "NNCLR/DeCLIP: unpaired nearest neighbours as extra positives",
-         _fit_nnclr, True),
-        ("sclip", "S-CLIP: OT pseudo-captions and pseudo-images for unpaired samples",
-         _fit_sclip, True),
-    ]
-    for name, summary, fit, uses_unpaired in specs:
-        register_method(MethodSpec(name, summary, fit, uses_unpaired=uses_unpaired))
-
-
-_register()
+_SPECS: list[tuple[str, str, Callable[[SOTAlignConfig, TrainData, bool], MethodResult], bool]] = [
+    (
+        "structure",
+        "STRUCTURE: SigLIP + λ·JS structure preservation on the pairs",
+        lambda cfg, data, resume: _fit_structure(cfg, data, resume, False),
+        False,
+    ),
+    (
+        "structure_semisup",
+        "STRUCTURE with the unpaired samples in the structure term",
+        lambda cfg, data, resume: _fit_structure(cfg, data, resume, True),
+        True,
+    ),
+    ("nnclr", "NNCLR/DeCLIP: unpaired nearest neighbours as extra positives", _fit_nnclr, True),
+    (
+        "sclip",
+        "S-CLIP: OT pseudo-captions and pseudo-images for unpaired samples",
+        _fit_sclip,
+        True,
+    ),
+]
+for _name, _summary, _fit, _uses_unpaired in _SPECS:
+    register_method(MethodSpec(_name, _summary, _fit, uses_unpaired=_uses_unpaired))

@@ -1,4 +1,4 @@
-"""Linear teachers (SPEC §2, Stage 1 of SOTAlign) and the aligner registry.
+"""Linear teachers (SPEC §2, Stage 1 of SOTAlign).
 
 A teacher is fitted on the pairs only and then frozen. It maps both modalities into a shared
 space by
@@ -14,85 +14,23 @@ Three teachers are provided:
 * :class:`CCATeacher` — ridge CCA (the default teacher, λ = 0.1, all components kept).
 * :class:`ContrastiveTeacher` — linear maps trained with SigLIP on the pairs (linear SAIL).
 
-Anything that follows the :class:`Aligner` protocol (``fit``, ``encode_images``,
-``encode_texts``, ``state_dict``, ``get_config``, ``from_state``) can be registered with
-:func:`register_aligner` and is then saved and loaded by :class:`sotalign.SOTAlign`.
+Each teacher is an aligner (:mod:`sotalign.models.registry`), saved and loaded by
+:class:`sotalign.SOTAlign`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
+from lion_pytorch import Lion
 from torch import Tensor
 
-from .errors import ConfigError, InputError, closest
-
-ArrayLike = Any  # numpy array, memmap or torch tensor
-
-
-@runtime_checkable
-class Aligner(Protocol):
-    """What an aligner offers: both modalities into one L2-normalised space."""
-
-    kind: ClassVar[str]
-
-    def fit(self, A: ArrayLike, B: ArrayLike) -> Aligner: ...
-
-    def encode_images(self, X: ArrayLike) -> Tensor: ...
-
-    def encode_texts(self, Y: ArrayLike) -> Tensor: ...
-
-    def state_dict(self) -> dict[str, Tensor]: ...
-
-    def get_config(self) -> dict[str, Any]: ...
-
-    @classmethod
-    def from_state(cls, config: dict[str, Any], state: dict[str, Tensor]) -> Aligner: ...
-
-
-ALIGNERS: dict[str, type] = {}
-T = TypeVar("T", bound=type)
-
-
-def register_aligner(cls: T) -> T:
-    """Class decorator: make ``cls`` loadable by its ``kind`` string."""
-    ALIGNERS[cls.kind] = cls  # type: ignore[attr-defined]
-    return cls
-
-
-def aligner_from_state(config: dict[str, Any], state: dict[str, Tensor]) -> Aligner:
-    """Rebuild a registered aligner from its ``get_config()`` and ``state_dict()``."""
-    kind = config.get("kind", "")
-    if kind not in ALIGNERS:
-        # Baselines register themselves on import.
-        import importlib
-
-        with contextlib.suppress(ImportError):
-            importlib.import_module("sotalign.baselines")
-    if kind not in ALIGNERS:
-        raise InputError(f"unknown aligner kind '{kind}'{closest(kind, sorted(ALIGNERS))}")
-    return ALIGNERS[kind].from_state(config, state)
-
-
-def as_tensor(X: ArrayLike, dtype: torch.dtype = torch.float32, device: Any = None) -> Tensor:
-    """Convert a numpy array, memmap or tensor to a tensor of ``dtype`` (no copy if possible)."""
-    if isinstance(X, Tensor):
-        return X.to(device=device, dtype=dtype)
-    arr = np.asarray(X)
-    if arr.dtype == np.float16 and dtype != torch.float16:
-        arr = arr.astype(np.float32)
-    if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. a read-only memmap
-        arr = np.array(arr, order="C")
-    return torch.from_numpy(arr).to(device=device, dtype=dtype)
-
-
-def l2_normalize(X: Tensor, eps: float = 1e-12) -> Tensor:
-    """Rows divided by their Euclidean norm (zero rows stay zero)."""
-    return X / X.norm(dim=-1, keepdim=True).clamp_min(eps)
+from ..arrays import ArrayLike, as_tensor, l2_normalize
+from ..errors import ConfigError, InputError, closest
+from ..losses import infonce_loss, siglip_loss
+from .registry import register_aligner
 
 
 def inv_sqrt_psd(S: Tensor, floor: float = 1e-6) -> Tensor:
@@ -359,10 +297,6 @@ class ContrastiveTeacher(LinearTeacher):
         )
 
     def fit(self, A: ArrayLike, B: ArrayLike) -> ContrastiveTeacher:
-        from lion_pytorch import Lion
-
-        from .losses import infonce_loss, siglip_loss
-
         A_t, B_t = as_tensor(A), as_tensor(B)
         self._check_pairs(A_t, B_t)
         A_n, B_n = l2_normalize(A_t), l2_normalize(B_t)

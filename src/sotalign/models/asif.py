@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..arrays import ArrayLike, as_tensor, l2_normalize
 from ..errors import ConfigError, InputError
-from ..teachers import ArrayLike, as_tensor, l2_normalize, register_aligner
+from .registry import register_aligner
 
 
 @register_aligner

@@ -1,0 +1,35 @@
+"""The ``sotalign`` command line — the top layer; nothing in the library imports it.
+
+Commands: ``fit`` (:mod:`.fit`), ``eval`` / ``encode`` / ``methods`` (:mod:`.model`),
+``embed images|texts`` (:mod:`.embed`), ``bench`` (:mod:`.bench`), ``demo`` (:mod:`.demo`).
+Every user mistake (bad file, bad option) ends with a one-line ``error: …`` on stderr and exit
+status 2, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import SotalignError
+from . import demo, fit, model
+from .app import app
+from .bench import bench_app
+from .console import console, err_console, print_metrics, print_selection
+from .embed import embed_app
+
+__all__ = ["app", "console", "demo", "fit", "main", "model", "print_metrics", "print_selection"]
+
+app.add_typer(embed_app, name="embed", help="Embed raw images or texts with a frozen encoder.")
+app.add_typer(bench_app, name="bench", help="Sweep methods, pairs and seeds.")
+
+
+def main() -> None:
+    """Console entry point: user errors → one line on stderr, exit status 2."""
+    try:
+        app()
+    except SotalignError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
