@@ -132,3 +132,32 @@ def test_load_params_from_files_and_sets(tmp_path):
         load_params(None, ["steps"])
     with pytest.raises(InputError, match="not found"):
         load_params(tmp_path / "missing.json", None)
+
+
+def test_a_missing_cuda_device_is_one_line(two_view, monkeypatch):
+    import torch
+
+    from sotalign.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable CUDA device; use device=auto or device=cpu"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+    A, B = two_view.pairs(30, 1)
+    with pytest.raises(ConfigError, match="no usable CUDA device"):
+        SOTAlign(method="sail", steps=2, device="cuda", progress=False).fit(A, B)
+
+
+def test_read_only_pools_are_gathered_without_torch_warnings(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from sotalign.training import EmbeddingPool
+
+    np.save(tmp_path / "a.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+    pool = EmbeddingPool(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = pool.gather(None)
+    assert rows.tolist() == np.arange(12).reshape(4, 3).tolist()

@@ -235,23 +235,26 @@ def test_an_image_without_captions_is_never_a_hit():
     assert m["t2i"] == {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0}
 
 
-def test_nan_scores_count_against_the_query():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_are_refused(bad):
+    """A broken embedding (a damaged model writes NaN) is refused with one line, never scored:
+    a report must not come out of a damaged model."""
     H = _hadamard(16)[:6].astype(np.float32)
     img = H.copy()
-    img[2] = np.nan  # a broken embedding: its scores are NaN
-    m = retrieval_metrics(img, H)
-    assert m["i2t"]["R@1"] == pytest.approx(100 * 5 / 6)  # image 2 misses
-    assert m["t2i"]["R@5"] == pytest.approx(100 * 5 / 6)  # caption 2: rank 5, the others 1
-    assert m["t2i"]["R@1"] == 0.0  # the NaN image ties every caption's true image
-    p = paired_rank_metrics(img, H)
-    assert p["mean_R@1"] == pytest.approx(50 * 5 / 6)
-    # one NaN caption of an image: the image is ranked by its other caption (the min over its
-    # captions), and the NaN caption counts against the other images
+    img[2, 3] = bad
+    with pytest.raises(InputError, match=r"^image embeddings hold NaN or inf in 1 row\(s\) "
+                       r"\(first: row 2\)") as exc:
+        retrieval_metrics(img, H)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(InputError, match=r"^image embeddings hold NaN or inf"):
+        paired_rank_metrics(img, H)
+    two = H.copy()
+    two[[1, 4], 0] = bad
+    with pytest.raises(InputError, match=r"^text embeddings hold NaN or inf in 2 row.*row 1\)"):
+        paired_rank_metrics(H, two, chunk=4)  # found in the first chunk, counted in all
     txt = np.concatenate([H[:4], H[:1]])
-    txt[0] = np.nan
-    m = retrieval_metrics(H[:4], txt, [0, 1, 2, 3, 0])
-    assert m["i2t"] == {"R@1": 25.0, "R@5": 100.0, "R@10": 100.0}  # images 1-3: rank 1
-    assert m["t2i"]["R@1"] == pytest.approx(100 * 4 / 5)  # the NaN caption misses
-    txt[4] = np.nan  # both captions of image 0 NaN: image 0 ranks behind all 3 others
-    m = retrieval_metrics(H[:4], txt, [0, 1, 2, 3, 0])
-    assert m["i2t"] == {"R@1": 0.0, "R@5": 100.0, "R@10": 100.0}
+    txt[4] = bad  # one caption of image 0, behind an index
+    with pytest.raises(InputError, match=r"^text embeddings .* \(first: row 4\)"):
+        retrieval_metrics(H[:4], txt, [0, 1, 2, 3, 0])
+    with pytest.raises(InputError, match="text embeddings"):  # a torch tensor, chunked
+        retrieval_metrics(torch.as_tensor(H[:4]), torch.as_tensor(txt), [0, 1, 2, 3, 0], chunk=2)

@@ -41,3 +41,21 @@ def test_a_fit_logs_what_the_history_needs(two_view):
     for key in ("loss", "sup", "div", "lr", "marginal_error", "marginal_error_teacher"):
         assert all(np.isfinite(r[key]) for r in h), key
     assert any("val_mean_R@1" in r for r in h)
+
+
+def test_fit_writes_the_history_beside_the_model(two_view, tmp_path):
+    import subprocess
+    import sys
+
+    A, B = two_view.pairs(40, 1)
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B)
+    cmd = [sys.executable, "-m", "sotalign", "fit", "--paired-images", str(tmp_path / "A.npy"),
+           "--paired-texts", str(tmp_path / "B.npy"), "--out", str(tmp_path / "m"),
+           "--method", "sail", "--set", "steps=8", "--set", "dim=8", "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    saved = json.loads((tmp_path / "m" / HISTORY_FILE).read_text())
+    assert saved["selection"][0]["candidate"] == "sail" and saved["selection"][0]["selected"]
+    assert [s["step"] for s in saved["steps"]] == list(range(1, saved["steps"][-1]["step"] + 1))
+    assert (tmp_path / "m" / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"

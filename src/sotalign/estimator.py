@@ -18,36 +18,36 @@ validation step (:func:`sotalign.methods.selection.select`). The test split is n
 from __future__ import annotations
 
 import inspect
-import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch as st
+import torch
 from torch import Tensor
 
 from .config import DEFAULTS, PARAM_NAMES, SOTAlignConfig
-from .errors import ConfigError, InputError, closest
+from .errors import ConfigError, InputError, SotalignError, closest
 from .eval import retrieval_metrics
 from .io import (
-    atomic_write,
-    check_format_version,
-    load_safetensors,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_finite_weights,
+    read_model_folder,
     validate_training_inputs,
-    write_json_atomic,
+    write_model_folder,
 )
+from .io.files import reason
 from .methods import get_method
-from .models import aligner_from_state
+from .models import ALIGNERS, aligner_from_state
 from .training import TrainData
 from .version import __version__
 
 __all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "SOTAlign"]
 
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 _D = DEFAULTS.to_flat()
 
@@ -224,9 +224,16 @@ class SOTAlign:
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Save to a folder: ``config.json`` + ``model.safetensors`` (written atomically)."""
+        """Save to a folder: ``config.json`` (with the manifest of the weights, see
+        :mod:`sotalign.io.model_folder`) + ``model.safetensors``, each written atomically.
+
+        Refused, before anything is written: non-finite weights, and hyper-parameters that
+        :meth:`load` would refuse (set after ``fit``)."""
         self._check_fitted()
         path = Path(path)
+        state = dict(self.aligner_.state_dict())
+        check_finite_weights(state, path / WEIGHTS_FILE, "refusing to save them; re-fit the model")
+        get_method(self.config().method)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise InputError(
                 f"{path}: folder exists and is not empty; pass overwrite=True "
@@ -247,35 +254,112 @@ class SOTAlign:
             "selection": self.selection_,
             "fit_seconds": self.fit_seconds_,
         }
-        state = {k: v.contiguous() for k, v in self.aligner_.state_dict().items()}
-        with atomic_write(path / WEIGHTS_FILE, "wb") as fh:
-            fh.write(st.save(state, metadata={"format": "pt"}))
-        write_json_atomic(path / CONFIG_FILE, cfg)
-        return path
+        return write_model_folder(path, cfg, state, FORMAT_VERSION)
 
     @classmethod
     def load(cls, path: str | Path) -> SOTAlign:
-        """Load a model folder written by :meth:`save` (never unpickles anything)."""
+        """Load a model folder written by :meth:`save` (never unpickles anything).
+
+        The folder is checked before it is trusted: the weights against the manifest (sha256,
+        shape and dtype of every tensor), every weight for NaN/inf, the configuration's schema
+        (parameters, registered method and aligner kind, input widths that fit the weights).
+        Any failure is a one-line :class:`InputError` naming the file and the fix. A folder
+        saved before manifests existed loads with a :class:`UserWarning` that it cannot be
+        verified."""
         path = Path(path)
+        cfg, state, _ = read_model_folder(path, FORMAT_VERSION)
         cfg_path = path / CONFIG_FILE
-        if not cfg_path.is_file():
-            raise InputError(f"{path}: not a sotalign model folder (no {CONFIG_FILE})")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{cfg_path}: unreadable JSON ({exc})") from exc
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("params"), dict):
-            raise InputError(f"{cfg_path}: not a sotalign model config (no 'params' mapping)")
-        check_format_version(cfg.get("format_version"), FORMAT_VERSION, path)
-        state, _ = load_safetensors(path / WEIGHTS_FILE)
-        params = {k: v for k, v in cfg["params"].items() if k in PARAM_NAMES}
-        if isinstance(params.get("alpha_grid"), list):
-            params["alpha_grid"] = tuple(params["alpha_grid"])
+        params, meta = _check_config(cfg, cfg_path)
         obj = cls(**params)
-        obj.aligner_ = aligner_from_state(cfg["aligner"], state)
-        obj.d_x_, obj.d_y_ = int(cfg["d_x"]), int(cfg["d_y"])
-        obj.n_pairs_ = cfg.get("n_pairs", 0)
-        obj.n_unpaired_ = tuple(cfg.get("n_unpaired", (0, 0)))
-        obj.selection_ = cfg.get("selection", [])
-        obj.fit_seconds_ = cfg.get("fit_seconds", float("nan"))
+        obj.d_x_, obj.d_y_ = meta["d_x"], meta["d_y"]
+        obj.aligner_ = _build_aligner(cfg["aligner"], state, obj.d_x_, obj.d_y_, path)
+        obj.n_pairs_ = meta["n_pairs"]
+        obj.n_unpaired_ = meta["n_unpaired"]
+        obj.selection_ = meta["selection"]
+        obj.fit_seconds_ = meta["fit_seconds"]
         return obj
+
+
+# ------------------------------------------------------------------------ loading, checked
+
+
+def _bad_config(cfg_path: Path, what: str) -> InputError:
+    return InputError(
+        f"{cfg_path}: {what}; the file is damaged or was edited: restore it, or re-save or"
+        " re-fit the model"
+    )
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_config(cfg: dict[str, Any], cfg_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The constructor parameters and the fitted attributes of a model's ``config.json``,
+    checked: the parameters through :meth:`SOTAlignConfig.from_flat`, the method and the
+    aligner kind against their registries, the widths and counts for their types."""
+    params = {k: v for k, v in cfg["params"].items() if k in PARAM_NAMES}
+    if isinstance(params.get("alpha_grid"), list):
+        params["alpha_grid"] = tuple(params["alpha_grid"])
+    try:
+        get_method(SOTAlignConfig.from_flat(params).method)
+    except ConfigError as exc:
+        raise _bad_config(cfg_path, f"bad 'params' ({exc})") from exc
+    aligner = cfg.get("aligner")
+    if not isinstance(aligner, dict) or not isinstance(aligner.get("kind"), str):
+        raise _bad_config(cfg_path, "'aligner' must be a mapping with a 'kind'")
+    kind = aligner["kind"]
+    if kind not in ALIGNERS:
+        raise _bad_config(
+            cfg_path, f"unknown aligner kind {kind!r}{closest(kind, sorted(ALIGNERS))}"
+        )
+    meta: dict[str, Any] = {}
+    for key in ("d_x", "d_y"):
+        v = cfg.get(key)
+        if not (_is_count(v) and v >= 1):
+            raise _bad_config(cfg_path, f"'{key}' must be an integer >= 1, got {v!r}")
+        meta[key] = v
+    n_pairs = cfg.get("n_pairs", 0)
+    if not _is_count(n_pairs):
+        raise _bad_config(cfg_path, f"'n_pairs' must be an integer >= 0, got {n_pairs!r}")
+    n_unpaired = cfg.get("n_unpaired", [0, 0])
+    if not (
+        isinstance(n_unpaired, list) and len(n_unpaired) == 2 and all(map(_is_count, n_unpaired))
+    ):
+        raise _bad_config(cfg_path, f"'n_unpaired' must be two integers >= 0, got {n_unpaired!r}")
+    selection = cfg.get("selection", [])
+    if not (isinstance(selection, list) and all(isinstance(r, dict) for r in selection)):
+        raise _bad_config(cfg_path, "'selection' must be a list of mappings")
+    fit_seconds = cfg.get("fit_seconds", math.nan)
+    if isinstance(fit_seconds, bool) or not isinstance(fit_seconds, (int, float)):
+        raise _bad_config(cfg_path, f"'fit_seconds' must be a number, got {fit_seconds!r}")
+    meta.update(
+        n_pairs=n_pairs,
+        n_unpaired=tuple(n_unpaired),
+        selection=selection,
+        fit_seconds=float(fit_seconds),
+    )
+    return params, meta
+
+
+def _build_aligner(
+    config: dict[str, Any], state: dict[str, Tensor], d_x: int, d_y: int, path: Path
+) -> Any:
+    """The registered aligner rebuilt from ``config`` and ``state``, with one image and one
+    text of widths ``d_x``, ``d_y`` encoded as a probe: weights of another shape (a size
+    mismatch, a missing tensor, a width that does not fit) end in one-line InputError."""
+    kind = config["kind"]
+    try:
+        aligner = aligner_from_state(config, state)
+        zi = aligner.encode_images(torch.ones(1, d_x))
+        zt = aligner.encode_texts(torch.ones(1, d_y))
+        fits = zi.ndim == 2 and zt.ndim == 2 and zi.shape[0] == zt.shape[0] == 1
+        if not (fits and zi.shape[1] == zt.shape[1]):
+            raise InputError(f"images map to {tuple(zi.shape)} but texts to {tuple(zt.shape)}")
+    except (SotalignError, KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise InputError(
+            f"{path / WEIGHTS_FILE}: the weights do not fit the '{kind}' aligner of"
+            f" {CONFIG_FILE} with d_x={d_x}, d_y={d_y} ({reason(exc)}): the folder mixes files of"
+            " different models; re-save or re-fit the model"
+        ) from exc
+    return aligner

@@ -10,6 +10,8 @@ Ties count **against** the query: a candidate scoring exactly as high as the tru
 above it, so a duplicated or constant embedding never scores well (all-equal scores give
 R@1 = 0 and MRR ≈ 1/n). Ranks are exact, with no sampling or random tie-breaking, so the
 figures are reproducible. On tie-free scores they equal CLIP_benchmark's top-k figures.
+Embeddings holding NaN or inf are refused with a one-line :class:`~sotalign.errors.InputError`
+(a damaged model must never produce a report).
 
 The main metric is **mean R@1**, the mean of the two R@1 values. All figures are percentages.
 """
@@ -44,11 +46,40 @@ def _check_index(text_to_image: Tensor, n_images: int, n_texts: int) -> None:
         )
 
 
+def _check_finite(emb: Tensor, what: str, chunk: int = 4096) -> None:
+    """One-line InputError if any entry of ``emb`` is NaN or ±inf (a damaged model or input
+    would otherwise produce a report). Scanned ``chunk`` rows at a time."""
+    if emb.is_floating_point() or emb.is_complex():
+        flat = emb.reshape(emb.shape[0], -1) if emb.ndim else emb.reshape(1, 1)
+        for s in range(0, flat.shape[0], chunk):
+            bad = ~torch.isfinite(flat[s : s + chunk]).all(1)
+            if bool(bad.any()):
+                n_bad = sum(
+                    int((~torch.isfinite(flat[t : t + chunk]).all(1)).sum())
+                    for t in range(s, flat.shape[0], chunk)
+                )
+                first = s + int(bad.nonzero()[0, 0])
+                raise InputError(
+                    f"{what} embeddings hold NaN or inf in {n_bad} row(s) (first: row {first});"
+                    " refusing to score them: check the model (re-save or re-fit it) and the"
+                    " input embeddings"
+                )
+
+
 def _n_not_below(sims: Tensor, true: Tensor) -> Tensor:
     """Per row, how many entries of ``sims`` are *not* strictly below ``true`` (a column): the
     entries ``≥ true``, a NaN on either side counting too (against the query). Computed as
     ``width − #(sims < true)``: one comparison pass over the chunk."""
     return sims.shape[1] - (sims < true).sum(1, dtype=torch.int32).long()
+
+
+def _finite_pair(image_emb: Any, text_emb: Any, chunk: int) -> tuple[Tensor, Tensor]:
+    """Both embeddings as tensors (on the images' device), checked finite, L2-normalised."""
+    img = as_tensor(image_emb)
+    txt = as_tensor(text_emb, device=img.device)
+    _check_finite(img, "image", chunk)
+    _check_finite(txt, "text", chunk)
+    return l2_normalize(img), l2_normalize(txt)
 
 
 @torch.no_grad()
@@ -73,8 +104,9 @@ def retrieval_metrics(
     has fewer than k captions of *other* images scoring at least as high: a caption tied with a
     wrong one at the boundary is not a hit. An image's own other captions never count against
     it (the COCO convention: any of its captions in the top k is a hit). An image with no
-    caption is never a hit; a NaN score counts against the query. On tie-free scores these are
-    exactly the top-k figures of CLIP_benchmark.
+    caption is never a hit. Embeddings holding NaN or inf are refused (one-line
+    :class:`InputError`), so a damaged model never produces a report. On tie-free scores these
+    are exactly the top-k figures of CLIP_benchmark.
 
     Parameters
     ----------
@@ -89,8 +121,7 @@ def retrieval_metrics(
     -------
     ``{"i2t": {"R@1": …, "R@5": …, "R@10": …}, "t2i": {…}, "mean_R@1": …}``
     """
-    img = l2_normalize(as_tensor(image_emb))
-    txt = l2_normalize(as_tensor(text_emb, device=img.device))
+    img, txt = _finite_pair(image_emb, text_emb, chunk)
     n_i, n_t = img.shape[0], txt.shape[0]
     if n_i == 0 or n_t == 0:
         raise InputError("retrieval needs at least one image and one text")
@@ -154,7 +185,7 @@ def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dic
 
     Row i of ``image_emb`` matches row i of ``text_emb``; ``S[i, j]`` is their cosine. The
     0-based rank of the true partner counts every *other* candidate scoring at least as high
-    (ties count against the query; a NaN score too):
+    (ties count against the query). Embeddings holding NaN or inf are refused (InputError):
 
     * image→text: ``r_i = #{j ≠ i : S[i, j] ≥ S[i, i]}``;
     * text→image: ``r'_j = #{i ≠ j : S[i, j] ≥ S[j, j]}``;
@@ -165,8 +196,7 @@ def paired_rank_metrics(image_emb: Any, text_emb: Any, chunk: int = 4096) -> dic
     validation gallery scores alike on R@1; model selection compares (mean R@1, MRR) in that
     order.
     """
-    img = l2_normalize(as_tensor(image_emb))
-    txt = l2_normalize(as_tensor(text_emb, device=img.device))
+    img, txt = _finite_pair(image_emb, text_emb, chunk)
     if img.shape != txt.shape or img.shape[0] == 0:
         raise InputError(
             f"paired metrics need as many images as texts (got {tuple(img.shape)} and"

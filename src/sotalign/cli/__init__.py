@@ -3,14 +3,16 @@
 Commands: ``fit`` (:mod:`.fit`), ``eval`` / ``encode`` / ``methods`` (:mod:`.model`),
 ``embed images|texts`` (:mod:`.embed`), ``bench`` (:mod:`.bench`), ``demo`` (:mod:`.demo`).
 Every user mistake (bad file, bad option) ends with a one-line ``error: …`` on stderr and exit
-status 2, and nothing is written.
+status 2, and nothing is written. Warnings print as one line, ``warning: …``, without the
+source path and line that Python adds (only under :func:`main`; library users keep theirs).
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
-from ..errors import SotalignError
+from ..errors import SotalignError, one_line
 from . import demo, fit, model
 from .app import app
 from .bench import bench_app
@@ -23,8 +25,22 @@ app.add_typer(embed_app, name="embed", help="Embed raw images or texts with a fr
 app.add_typer(bench_app, name="bench", help="Sweep methods, pairs and seeds.")
 
 
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """``warning: <message>`` on one line: no source path, no echoed source line."""
+    return f"warning: {one_line(' '.join(str(message).split()))}\n"
+
+
 def main() -> None:
-    """Console entry point: user errors → one line on stderr, exit status 2."""
+    """Console entry point: user errors → one line on stderr, exit status 2; warnings → one
+    line ``warning: …`` on stderr."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning  # not showwarning: warnings stay recordable
     try:
         app()
     except SotalignError as exc:
@@ -33,3 +49,5 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    finally:
+        warnings.formatwarning = previous

@@ -7,12 +7,21 @@ from typing import Annotated
 
 import typer
 
-from ..config import PARAM_NAMES, load_params
-from ..estimator import SOTAlign
-from ..io import load_embedding_file, prepare_output_dir, validate_training_inputs
+from ..config import PARAM_NAMES, SOTAlignConfig, load_params
+from ..errors import InputError
+from ..estimator import CONFIG_FILE, SOTAlign
+from ..history import write_history
+from ..io import (
+    load_embedding_file,
+    lock_output_dir,
+    prepare_output_dir,
+    validate_training_inputs,
+)
 from ..methods import get_method
+from ..methods.common import table_file
+from ..training.trainer import CKPT_PREFIX
 from .app import app
-from .console import console, print_selection
+from .console import console, err_console, print_selection
 
 __all__ = ["fit"]
 
@@ -51,27 +60,73 @@ def fit(
     if seed is not None:
         params["seed"] = seed
     params.setdefault("progress", not quiet)
-    prepare_output_dir(out, overwrite=overwrite or resume, create=False)
     params.setdefault("checkpoint_dir", str(out / "checkpoints"))
     params.setdefault("checkpoint_every", checkpoint_every)
     est = SOTAlign(**params)
-    est.config()  # the whole configuration is checked before any data is read
-    A = load_embedding_file(paired_images)
-    B = load_embedding_file(paired_texts)
-    X = load_embedding_file(unpaired_images)
-    Y = load_embedding_file(unpaired_texts)
-    names = {"A": str(paired_images), "B": str(paired_texts)}
-    if unpaired_images is not None:
-        names["X"] = str(unpaired_images)
-    if unpaired_texts is not None:
-        names["Y"] = str(unpaired_texts)
-    validate_training_inputs(A, B, X, Y, names=names)
-    est.fit(A, B, X, Y, resume=resume, check_inputs=False)
-    est.save(out, overwrite=True)
+    cfg = est.config()  # the whole configuration is checked before any data is read
+    # a file in the way, a folder that cannot be written: refused before anything is created
+    prepare_output_dir(out, overwrite=True, create=False)
+    with lock_output_dir(out, "sotalign fit") as lock:  # one writer per folder (io/lock.py)
+        if lock.stale_message:
+            _note(lock.stale_message)
+        _check_checkpoints(out, cfg, overwrite, resume, lock.stale is not None)
+        A = load_embedding_file(paired_images)
+        B = load_embedding_file(paired_texts)
+        X = load_embedding_file(unpaired_images)
+        Y = load_embedding_file(unpaired_texts)
+        names = {"A": str(paired_images), "B": str(paired_texts)}
+        if unpaired_images is not None:
+            names["X"] = str(unpaired_images)
+        if unpaired_texts is not None:
+            names["Y"] = str(unpaired_texts)
+        validate_training_inputs(A, B, X, Y, names=names)
+        est.fit(A, B, X, Y, resume=resume, check_inputs=False)
+        est.save(out, overwrite=True)
+        write_history(out, est.train_history_, est.selection_)
     if est.selection_:
         print_selection(est.selection_)
     console.print(
         f"[green]saved[/green] {method} model to {out} "
         f"({est.n_pairs_} pairs, {est.n_unpaired_[0]}+{est.n_unpaired_[1]} unpaired, "
-        f"{est.fit_seconds_:.1f} s)"
+        f"{est.fit_seconds_:.1f} s; training history in {out / 'history.json'})"
     )
+
+
+def _note(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_checkpoints(
+    out: Path, cfg: SOTAlignConfig, overwrite: bool, resume: bool, stale: bool
+) -> None:
+    """Refuse a non-empty OUT, and first one holding an interrupted fit (suggest --resume);
+    say so when --resume finds nothing to resume. ``stale``: OUT held the lock of a dead run."""
+    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    found = _checkpoints(ckpt, table_file(cfg))
+    if found and not (overwrite or resume) and (stale or _unfinished(out, ckpt, found)):
+        where = out if ckpt == out / "checkpoints" else ckpt
+        raise InputError(
+            f"{where} holds checkpoints of an interrupted fit: pass --resume to continue it,"
+            " or --overwrite to start again"
+        )
+    prepare_output_dir(out, overwrite=overwrite or resume, create=False)
+    if resume and not found:
+        _note(f"note: nothing to resume in {ckpt or out} (no checkpoints); starting a fresh fit")
+
+
+def _checkpoints(ckpt: Path | None, table: Path | None) -> list[Path]:
+    """The checkpoints (``step-*`` folders, the cached selection table) in ``ckpt``."""
+    if ckpt is None or not ckpt.is_dir():
+        return []
+    return [p for p in ckpt.iterdir() if p.name.startswith(CKPT_PREFIX) or p == table]
+
+
+def _unfinished(out: Path, ckpt: Path | None, found: list[Path]) -> bool:
+    """Whether the checkpoints are newer than the saved model (a finished fit saves its model
+    after its last checkpoint, so its checkpoints are older than ``config.json``)."""
+    try:
+        saved = (out / CONFIG_FILE).stat().st_mtime_ns
+        newest = max(p.stat().st_mtime_ns for p in [*found, *([ckpt] if ckpt else [])])
+    except OSError:
+        return True
+    return newest > saved

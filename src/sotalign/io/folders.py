@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .files import PathLike, reason
+from .lock import LOCK_FILE
 
 __all__ = ["prepare_output_dir"]
 
@@ -15,7 +16,8 @@ __all__ = ["prepare_output_dir"]
 def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool = True) -> Path:
     """Check (and by default create) an output folder that can be written to; return it.
 
-    An existing non-empty folder is refused unless ``overwrite``; with ``overwrite`` its files
+    An existing non-empty folder is refused unless ``overwrite`` (the lock file of
+    :func:`~sotalign.io.lock.lock_output_dir` does not count); with ``overwrite`` its files
     are kept and the ones a run writes are replaced atomically (nothing is deleted). Write access
     is checked by creating and removing a temporary file. With ``create=False`` nothing is left
     on disk: a missing folder is not created, and the check runs in its nearest existing parent
@@ -26,7 +28,7 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool 
         raise InputError(f"{p}: exists and is a file; choose a folder path for the output")
     if p.is_dir() and not overwrite:
         try:
-            nonempty = any(p.iterdir())
+            nonempty = any(not _is_lock(q.name) for q in p.iterdir())
         except OSError as exc:
             raise InputError(f"{p}: cannot list this folder ({reason(exc)})") from exc
         if nonempty:
@@ -55,3 +57,8 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool 
             " can write to"
         ) from exc
     return p
+
+
+def _is_lock(name: str) -> bool:
+    """A lock file, or the temporary file one is made from (``.lock.XXXX.tmp``)."""
+    return name == LOCK_FILE or (name.startswith(LOCK_FILE + ".") and name.endswith(".tmp"))

@@ -39,8 +39,10 @@ class EmbeddingPool:
 
     def gather(self, idx: np.ndarray | None, device: Any = "cpu") -> Tensor:
         """Rows ``idx`` (all rows if ``None``) as a float32 tensor on ``device``."""
-        rows = self.array if idx is None else self.array[idx]
-        return torch.from_numpy(np.asarray(rows, dtype=np.float32)).to(device)
+        rows = np.asarray(self.array if idx is None else self.array[idx], dtype=np.float32)
+        if not rows.flags.writeable:  # a read-only memmap read whole: torch wants its own copy
+            rows = rows.copy()
+        return torch.from_numpy(rows).to(device)
 
 
 def _advise_random(array: Any) -> None:

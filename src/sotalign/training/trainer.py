@@ -52,9 +52,20 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} was asked for but this machine has no usable CUDA device;"
+            " use device=auto or device=cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {device!r} does not exist: this machine has"
+            f" {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev
 
 
 def lr_at(step: int, total: int, base: float, warmup: float) -> float:
