@@ -186,3 +186,42 @@ def test_fit_prints_the_validation_selection(files):
     for c in saved["selection"]:  # each candidate's row shows its MRR
         row = next(line for line in out.splitlines() if f" {c['candidate']} " in line)
         assert f"{c['val_MRR']:.1f}" in row, row
+
+
+def test_encode_and_eval_outputs_fail_in_one_line(tmp_path):
+    from sotalign.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "A.npy", rng.standard_normal((30, 6)).astype(np.float32))
+    np.save(tmp_path / "B.npy", rng.standard_normal((30, 5)).astype(np.float32))
+
+    def run(*args):
+        import contextlib
+        import io
+        import sys
+
+        err = io.StringIO()
+        old = sys.argv
+        sys.argv = ["sotalign", *args]
+        try:
+            with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+                main()
+        finally:
+            sys.argv = old
+        return info.value.code, err.getvalue()
+
+    m = str(tmp_path / "m")
+    assert run("fit", "--paired-images", str(tmp_path / "A.npy"), "--paired-texts",
+               str(tmp_path / "B.npy"), "--out", m, "--method", "cca", "--quiet")[0] in (0, None)
+    code, err = run("encode", "--model", m, "--texts", str(tmp_path / "B.npy"),
+                    "--out", str(tmp_path / "enc.txt"))
+    assert code == 2 and "give a name ending in .npy" in err and err.count("\n") == 1
+    assert not (tmp_path / "enc.txt").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a folder should be: no write can succeed below it
+    code, err = run("eval", "--model", m, "--images", str(tmp_path / "A.npy"), "--texts",
+                    str(tmp_path / "B.npy"), "--out", str(blocker / "metrics.json"))
+    assert code == 2 and "cannot write here" in err and "Traceback" not in err
+    code, err = run("encode", "--model", m, "--texts", str(tmp_path / "B.npy"),
+                    "--out", str(blocker / "z.npy"))
+    assert code == 2 and "cannot write here" in err
