@@ -188,27 +188,16 @@ def test_fit_prints_the_validation_selection(files):
         assert f"{c['val_MRR']:.1f}" in row, row
 
 
-def test_encode_and_eval_outputs_fail_in_one_line(tmp_path):
-    from sotalign.cli import main
+def test_encode_and_eval_outputs_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    from cli_helpers import run_cli
 
     rng = np.random.default_rng(0)
     np.save(tmp_path / "A.npy", rng.standard_normal((30, 6)).astype(np.float32))
     np.save(tmp_path / "B.npy", rng.standard_normal((30, 5)).astype(np.float32))
 
     def run(*args):
-        import contextlib
-        import io
-        import sys
-
-        err = io.StringIO()
-        old = sys.argv
-        sys.argv = ["sotalign", *args]
-        try:
-            with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
-                main()
-        finally:
-            sys.argv = old
-        return info.value.code, err.getvalue()
+        code, _, err = run_cli(list(args), capsys, monkeypatch, tmp_path)
+        return code, err
 
     m = str(tmp_path / "m")
     assert run("fit", "--paired-images", str(tmp_path / "A.npy"), "--paired-texts",

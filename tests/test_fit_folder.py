@@ -26,6 +26,8 @@ from sotalign.io import FolderLockedError, lock_output_dir, prepare_output_dir
 
 cli = pytest.importorskip("sotalign.cli")
 
+from cli_helpers import run_cli  # noqa: E402
+
 RNG = np.random.default_rng(0)
 HOST = socket.gethostname()
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -56,19 +58,6 @@ def fit_args(*extra: str, a: str = "A.npy", b: str = "B.npy", out: str = "model"
         "--quiet",
         *extra,
     ]
-
-
-def run_cli(args: list[str], capsys, monkeypatch, cwd: Path) -> tuple[int, str, str]:
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["sotalign", *args])
-    capsys.readouterr()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def lines(text: str) -> list[str]:

@@ -26,6 +26,8 @@ from sotalign.errors import UnderdeterminedWarning
 
 cli = pytest.importorskip("sotalign.cli")
 
+from cli_helpers import run_cli  # noqa: E402
+
 RNG = np.random.default_rng(0)
 N_PAIRS, DX, DY = 30, 4, 3
 
@@ -78,19 +80,6 @@ def data(tmp_path_factory) -> Path:
     (d / "index_ok.txt").write_text("\n".join(str(i % N_PAIRS) for i in range(N_PAIRS)))
     (d / "index_out_of_range.txt").write_text("\n".join(str(i) for i in range(1, N_PAIRS + 1)))
     return d
-
-
-def run_cli(args: list[str], capsys, monkeypatch, cwd: Path) -> tuple[int, str, str]:
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["sotalign", *args])
-    capsys.readouterr()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -128,13 +128,13 @@ def test_a_config_object_is_not_validated_again(monkeypatch):
         original(self)
 
     monkeypatch.setattr(KLOTConfig, "__post_init__", counting)
-    monkeypatch.setattr(ot_config, "_finite_positive", None)  # any validation would crash
+    monkeypatch.setattr(ot_config, "check_float", None)  # any validation would crash
     zx, zy, tx, ty = _unit(5, 3, 0), _unit(4, 3, 1), _unit(5, 2, 2), _unit(4, 2, 3)
     for _ in range(3):
         _, info = klot_embeddings(zx, zy, tx, ty, cfg)
         assert info.n_iter == 5
         klot(zx @ zy.T, tx @ ty.T, cfg)
     assert calls == []
-    monkeypatch.setattr(ot_config, "_finite_positive", lambda *a: 0.05)
+    monkeypatch.setattr(ot_config, "check_float", lambda *a, **k: 0.05)
     klot_embeddings(zx, zy, tx, ty, cfg, eps=0.05)  # options: one new, validated config
     assert calls == [1]

@@ -27,7 +27,11 @@ def _bound(lo: float | None, hi: float | None, lo_open: bool) -> str:
     return " and ".join(parts)
 
 
-def check_int(name: str, value: Any, *, lo: int | None = None) -> int:
+def _eg(example: str | None) -> str:
+    return f" (e.g. {example})" if example else ""
+
+
+def check_int(name: str, value: Any, *, lo: int | None = None, example: str | None = None) -> int:
     """An integer (``>= lo`` when given); integral floats such as ``2000.0`` are converted."""
     ok = not isinstance(value, bool) and (
         isinstance(value, int)
@@ -36,7 +40,7 @@ def check_int(name: str, value: Any, *, lo: int | None = None) -> int:
     if ok and (lo is None or value >= lo):
         return int(value)
     what = "an integer" + (f" >= {lo}" if lo is not None else "")
-    raise ConfigError(f"{name} must be {what}, got {value!r}")
+    raise ConfigError(f"{name} must be {what}{_eg(example)}, got {value!r}")
 
 
 def check_float(
@@ -46,6 +50,7 @@ def check_float(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    example: str | None = None,
 ) -> float:
     """A finite real number in the given bounds (``lo_open``: strictly above ``lo``)."""
     ok = (
@@ -61,7 +66,7 @@ def check_float(
             return v
     bound = _bound(lo, hi, lo_open)
     what = "a finite number" + (f" {bound}" if bound else "")
-    raise ConfigError(f"{name} must be {what}, got {value!r}")
+    raise ConfigError(f"{name} must be {what}{_eg(example)}, got {value!r}")
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..estimator import SOTAlign
 from ..eval import retrieval_metrics
 from ..io import atomic_write, check_index, load_embedding_file, load_index, write_json_atomic
@@ -19,16 +17,6 @@ from .app import app
 from .console import console, print_metrics
 
 __all__ = ["encode", "eval_", "methods"]
-
-
-@contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """Turn a failed write (read-only place, missing folder, full disk) into one line."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise InputError(f"{out}: cannot write here ({reason}); choose another --out") from exc
 
 
 @app.command("eval")
@@ -54,8 +42,7 @@ def eval_(
     metrics = retrieval_metrics(est.encode_images(I), est.encode_texts(T), index)
     print_metrics({str(est.method): metrics})
     if out is not None:
-        with _writing(out):
-            write_json_atomic(out, metrics)
+        write_json_atomic(out, metrics)
         console.print(f"wrote {out}")
 
 
@@ -81,7 +68,7 @@ def encode(
     else:
         Z = est.encode_texts(load_embedding_file(texts, check=True))
     Z = Z.astype(np.float16 if float16 else np.float32)
-    with _writing(out), atomic_write(out, "wb") as fh:
+    with atomic_write(out, "wb") as fh:
         np.save(fh, Z)
     console.print(f"wrote {out} {Z.shape}")
 

@@ -20,7 +20,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .files import PathLike
+from ..errors import InputError
+from .files import PathLike, reason
 
 __all__ = ["atomic_dir", "atomic_write", "write_json_atomic"]
 
@@ -40,8 +41,11 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     power loss.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -49,11 +53,17 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a read-only place: one line, not a traceback
+            raise _cannot_write(path, exc) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _cannot_write(path: Path, exc: OSError) -> InputError:
+    return InputError(f"{path}: cannot write here ({reason(exc)}); choose another place for it")
 
 
 @contextlib.contextmanager

@@ -20,10 +20,10 @@ Modes (the solver that runs, see :mod:`sotalign.ot`):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sotalign.checks import check_choice, check_float, check_int
 from sotalign.errors import ConfigError, closest
 
 __all__ = ["MODES", "KLOTConfig", "SinkhornConfig", "with_options"]
@@ -32,39 +32,12 @@ MODES: tuple[str, ...] = ("auto", "dense", "tiled", "log")
 """The values of ``mode``."""
 
 
-def _finite_positive(name: str, value: Any, example: str) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(float(value))
-        and float(value) > 0
-    )
-    if not ok:
-        raise ConfigError(f"{name} must be a finite number > 0 (e.g. {example}), got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any, example: str) -> int:
-    ok = not isinstance(value, bool) and (
-        isinstance(value, int)
-        or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-    )
-    if not ok or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1 (e.g. {example}), got {value!r}")
-    return int(value)
-
-
 def _tolerance(value: Any) -> float | None:
     if value is None:
         return None
-    return _finite_positive("tol", value, "1e-4, or None for a fixed number of iterations")
-
-
-def _mode(value: Any) -> str:
-    if isinstance(value, str) and value in MODES:
-        return value
-    hint = closest(value, MODES) if isinstance(value, str) else ""
-    raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {value!r}{hint}")
+    return check_float(
+        "tol", value, lo=0.0, lo_open=True, example="1e-4, or None for a fixed number of iterations"
+    )
 
 
 def _put(obj: object, name: str, value: Any) -> None:
@@ -89,10 +62,10 @@ class SinkhornConfig:
     mode: str = "auto"
 
     def __post_init__(self) -> None:
-        _put(self, "eps", _finite_positive("eps", self.eps, "0.05"))
-        _put(self, "n_iter", _positive_int("n_iter", self.n_iter, "100"))
+        _put(self, "eps", check_float("eps", self.eps, lo=0.0, lo_open=True, example="0.05"))
+        _put(self, "n_iter", check_int("n_iter", self.n_iter, lo=1, example="100"))
         _put(self, "tol", _tolerance(self.tol))
-        _put(self, "mode", _mode(self.mode))
+        _put(self, "mode", check_choice("mode", self.mode, MODES))
 
 
 @dataclass(frozen=True)
@@ -117,12 +90,16 @@ class KLOTConfig:
     tile_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        _put(self, "eps", _finite_positive("eps", self.eps, "0.05"))
-        _put(self, "eps_teacher", _finite_positive("eps_teacher", self.eps_teacher, "0.01"))
-        _put(self, "n_iter", _positive_int("n_iter", self.n_iter, "100"))
+        _put(self, "eps", check_float("eps", self.eps, lo=0.0, lo_open=True, example="0.05"))
+        _put(
+            self,
+            "eps_teacher",
+            check_float("eps_teacher", self.eps_teacher, lo=0.0, lo_open=True, example="0.01"),
+        )
+        _put(self, "n_iter", check_int("n_iter", self.n_iter, lo=1, example="100"))
         _put(self, "tol", _tolerance(self.tol))
-        _put(self, "mode", _mode(self.mode))
-        _put(self, "tile_bytes", _positive_int("tile_bytes", self.tile_bytes, "2**28"))
+        _put(self, "mode", check_choice("mode", self.mode, MODES))
+        _put(self, "tile_bytes", check_int("tile_bytes", self.tile_bytes, lo=1, example="2**28"))
 
 
 C = TypeVar("C", SinkhornConfig, KLOTConfig)
