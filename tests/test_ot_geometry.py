@@ -188,6 +188,8 @@ def test_info_as_dict_is_json_able():
             "stabilised",
             "stabilised_teacher",
             "mode",
+            "value",
+            "world_size",
         }
         assert d["mode"] == mode and d["n_iter"] == 4
         assert type(d["marginal_error"]) is float and type(d["n_iter"]) is int

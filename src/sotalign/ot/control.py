@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from sotalign.parallel import LOCAL, Comm
+
 __all__ = [
     "DEFAULT_TOL",
     "Relaxation",
@@ -51,8 +53,15 @@ def is_converged(err: float, tol: float | None) -> bool:
     return err <= (tol if tol is not None else DEFAULT_TOL)
 
 
-def l1_error(row: Tensor, col: Tensor, a: Tensor | float, b: Tensor | float) -> float:
-    """``‖row − a‖₁ + ‖col − b‖₁`` for the row/column sums of a plan and the marginals."""
+def l1_error(
+    row: Tensor, col: Tensor, a: Tensor | float, b: Tensor | float, comm: Comm = LOCAL
+) -> float:
+    """``‖row − a‖₁ + ‖col − b‖₁`` for the row/column sums of a plan and the marginals.
+
+    Sharded: ``row``/``a`` are this rank's rows (their part is summed over ranks), ``col`` the
+    full (already reduced) column sums."""
+    if comm.sharded:
+        return comm.sum_float((row - a).abs().sum()) + float((col - b).abs().sum())
     return float((row - a).abs().sum() + (col - b).abs().sum())
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from sotalign.errors import InputError
+from sotalign.parallel import LOCAL, Comm
 
 __all__ = [
     "Dense",
@@ -37,6 +38,8 @@ __all__ = [
     "auto_mode",
     "compute_dtype",
     "dense_fits",
+    "global_span",
+    "sharded_log_marginals",
 ]
 
 TILE_BYTES = 256 << 20
@@ -272,6 +275,46 @@ class Embeddings(Geometry):
 
     def grads(self, G: Tensor) -> tuple[Tensor, ...]:
         return (G @ self.y, G.T @ self.x)
+
+
+def global_span(geom: Geometry, comm: Comm = LOCAL) -> float:
+    """:meth:`Geometry.span` of the whole problem when ``geom`` is one rank's row block.
+
+    A matrix: ``max K − min K`` over every rank's rows. Embeddings: the largest per-rank bound
+    (the column embeddings are the same on every rank, so this is the bound of the whole ``x``).
+    """
+    if not comm.sharded:
+        return geom.span()
+    if isinstance(geom, Dense):
+        hi = comm.max_(geom.K.amax().reshape(1).clone())
+        lo = comm.min_(geom.K.amin().reshape(1).clone())
+        return float(hi[0] - lo[0])
+    return float(comm.max_(torch.tensor([geom.span()], dtype=torch.float64, device=geom.device))[0])
+
+
+def sharded_log_marginals(
+    geom: Geometry, comm: Comm, a: Tensor | None = None, b: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(log a_I, log b)`` when ``geom`` is one rank's row block ``I`` of the whole problem.
+
+    Uniform rows are ``1/N`` with ``N`` the total number of rows over all ranks; given row
+    weights are this rank's and are normalised by their sum over all ranks. Columns as
+    :meth:`Geometry.log_marginals` (the same on every rank).
+    """
+    if not comm.sharded:
+        return geom.log_marginals(a, b)
+    n = geom.shape[0]
+    log_b = geom.log_marginals(None, b)[1]
+    dtype, device = geom.dtype, geom.device
+    if a is None:
+        total = comm.sum_float(torch.tensor(float(n), dtype=torch.float64, device=device))
+        return torch.full((n,), -math.log(total), dtype=dtype, device=device), log_b
+    w = torch.as_tensor(a, dtype=dtype, device=device)
+    if w.shape != (n,):
+        raise InputError(f"marginal a must have this rank's {n} rows, got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
+        raise InputError("marginal a must be positive and finite")
+    return (w / comm.sum_float(w.sum())).log(), log_b
 
 
 # ----------------------------------------------------------------------------------------------

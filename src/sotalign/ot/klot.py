@@ -36,11 +36,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sotalign.errors import InputError
+from sotalign.errors import ConfigError, InputError
+from sotalign.parallel import Comm, as_comm
 
 from .config import KLOTConfig, with_options
 from .control import is_converged, l1_error
-from .geometry import Dense, Embeddings, Geometry, auto_mode, compute_dtype
+from .geometry import (
+    Dense,
+    Embeddings,
+    Geometry,
+    auto_mode,
+    compute_dtype,
+    sharded_log_marginals,
+)
 from .log_domain import solve_log, solve_tiled
 from .output import SinkhornOutput
 from .scaling import solve_scaling
@@ -61,6 +69,8 @@ class KLOTInfo:
     stabilised: bool = False
     stabilised_teacher: bool = False
     mode: str = "dense"
+    value: float = math.nan
+    world_size: int = 1
 
     @classmethod
     def from_outputs(cls, student: SinkhornOutput, teacher: SinkhornOutput, mode: str) -> KLOTInfo:
@@ -94,7 +104,7 @@ def _measured(out: SinkhornOutput, err: float, tol: float | None) -> SinkhornOut
 Pair = tuple[Tensor, tuple[Tensor, ...], KLOTInfo]
 
 
-def _log_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
+def _log_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig, comm: Comm) -> Pair:
     """Reference: log-domain solves, explicit log-plans (several n×m temporaries)."""
     log_a, log_b = student.log_marginals()
     out = solve_log(student, cfg.eps, cfg.n_iter, cfg.tol, log_a, log_b)
@@ -121,30 +131,33 @@ def _neg_entropy(
     return (torch.dot(P.reshape(-1), K.reshape(-1)) + torch.dot(r, f) + torch.dot(c, g)) / eps
 
 
-def _dense_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
+def _dense_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig, comm: Comm) -> Pair:
     """Fast dense KLOT: scaling-domain solves, plans formed in place in the kernel buffers.
 
     Memory: besides the affinities it allocates two n×m buffers (the teacher kernel, then P*;
     the student kernel, then P, then G). From embeddings the student affinity is written into
-    the teacher affinity's buffer once P* is known (3 matrices in all).
+    the teacher affinity's buffer once P* is known (3 matrices in all). Sharded, each of these
+    is this rank's row block (n_r×m).
     """
     acc = cfg.tol is not None
     Kt = teacher.affinity()
     geom_t = Dense(Kt)
-    log_a, log_b = geom_t.log_marginals()
+    log_a, log_b = sharded_log_marginals(geom_t, comm)
     a, b = log_a.exp(), log_b.exp()
     args = (cfg.n_iter, cfg.tol, log_a, log_b)
     buf = torch.empty_like(Kt)
-    out_t, st_t = solve_scaling(geom_t, cfg.eps_teacher, *args, accelerate=acc, out=buf)
+    out_t, st_t = solve_scaling(geom_t, cfg.eps_teacher, *args, accelerate=acc, out=buf, comm=comm)
     del buf
-    r_t, c_t = st_t.marginals()
-    _measured(out_t, l1_error(r_t, c_t, a, b), cfg.tol)
+    r_t, c_t = st_t.marginals()  # this rank's rows; c_t: their column sums
+    c_all = comm.sum_(c_t.clone()) if comm.sharded else c_t
+    _measured(out_t, l1_error(r_t, c_all, a, b, comm), cfg.tol)
+    del c_all
     P_star = st_t.plan_()
     h_star = _neg_entropy(P_star, Kt, out_t.f, out_t.g, r_t, c_t, cfg.eps_teacher)
     K = student.affinity(out=Kt if teacher.materialises else None)  # may overwrite Kt
     del Kt
-    out, st = solve_scaling(Dense(K), cfg.eps, *args, accelerate=acc)
-    _measured(out, l1_error(*st.marginals(), a, b), cfg.tol)
+    out, st = solve_scaling(Dense(K), cfg.eps, *args, accelerate=acc, comm=comm)
+    _measured(out, l1_error(*st.marginals(comm), a, b, comm), cfg.tol)
     cross = _neg_entropy(P_star, K, out.f, out.g, r_t, c_t, cfg.eps)
     info = KLOTInfo.from_outputs(out, out_t, "dense")
     G = st.plan_().sub_(P_star).div_(cfg.eps)
@@ -154,7 +167,7 @@ def _dense_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
     return h_star - cross, student.grads(G), info
 
 
-def _tiled_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
+def _tiled_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig, comm: Comm) -> Pair:
     """Tiled KLOT: value and gradients without an n×m matrix (for embeddings).
 
     Both solves by :func:`~sotalign.ot.log_domain.solve_tiled`; then one pass over row tiles
@@ -164,10 +177,10 @@ def _tiled_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
     """
     acc = cfg.tol is not None
     eps, eps_t = cfg.eps, cfg.eps_teacher
-    log_a, log_b = student.log_marginals()
+    log_a, log_b = sharded_log_marginals(student, comm)
     args = (cfg.n_iter, cfg.tol, log_a, log_b)
-    out_t = solve_tiled(teacher, eps_t, *args, accelerate=acc, exact_error=False)
-    out = solve_tiled(student, eps, *args, accelerate=acc, exact_error=False)
+    out_t = solve_tiled(teacher, eps_t, *args, accelerate=acc, exact_error=False, comm=comm)
+    out = solve_tiled(student, eps, *args, accelerate=acc, exact_error=False, comm=comm)
     n, m = student.shape
     dtype, dev = student.dtype, student.device
     R = student.tile_rows(copies=8)
@@ -190,12 +203,13 @@ def _tiled_pair(student: Geometry, teacher: Geometry, cfg: KLOTConfig) -> Pair:
         ct += Pt.sum(0)
         S.sub_(Pt).div_(eps)  # G tile
         student.add_grads(grads, i, S)
-    _measured(out, l1_error(rs, cs, 1.0 / n, 1.0 / m), cfg.tol)
-    _measured(out_t, l1_error(rt, ct, 1.0 / n, 1.0 / m), cfg.tol)
+    a, b = log_a.exp(), log_b.exp()
+    _measured(out, l1_error(rs, comm.sum_(cs), a, b, comm), cfg.tol)
+    _measured(out_t, l1_error(rt, comm.sum_(ct), a, b, comm), cfg.tol)
     return value.to(dtype), grads, KLOTInfo.from_outputs(out, out_t, "tiled")
 
 
-_PAIRS: dict[str, Callable[[Geometry, Geometry, KLOTConfig], Pair]] = {
+_PAIRS: dict[str, Callable[[Geometry, Geometry, KLOTConfig, Comm], Pair]] = {
     "dense": _dense_pair,
     "tiled": _tiled_pair,
     "log": _log_pair,
@@ -220,7 +234,12 @@ class _KLOTFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, cfg: KLOTConfig, mode: str, info_out: dict[str, KLOTInfo], *tensors: Tensor
+        ctx: Any,
+        cfg: KLOTConfig,
+        mode: str,
+        info_out: dict[str, KLOTInfo],
+        comm: Comm,
+        *tensors: Tensor,
     ) -> Tensor:
         k = len(tensors) // 2
         dtype = compute_dtype(tensors[0].dtype)
@@ -232,8 +251,10 @@ class _KLOTFunction(torch.autograd.Function):
             if not student.materialises:  # given matrices: check them before solving
                 student.check_finite()
                 teacher.check_finite()
-            value, grads, info = _PAIRS[mode](student, teacher, cfg)
-        if not math.isfinite(float(value)):
+            value, grads, info = _PAIRS[mode](student, teacher, cfg, comm)
+        info.value = comm.sum_float(value.to(torch.float64))
+        info.world_size = comm.world_size
+        if not math.isfinite(info.value):
             raise InputError("KLOT value is not finite; check the embeddings (NaN/Inf?)")
         info_out["info"] = info
         ctx.save_for_backward(*grads)
@@ -245,13 +266,15 @@ class _KLOTFunction(torch.autograd.Function):
         grads = ctx.saved_tensors
         go = grad_output.to(grads[0].dtype)
         student = [(go * g).to(dt) for g, dt in zip(grads, ctx.dtypes, strict=True)]
-        return (None, None, None, *student, *([None] * len(student)))
+        return (None, None, None, None, *student, *([None] * len(student)))
 
 
 def klot(
     K_student: Tensor,
     K_teacher: Tensor,
     config: KLOTConfig | None = None,
+    *,
+    group: object = None,
     **options: Any,
 ) -> Tensor:
     """KLOT divergence ``KL(OT_ε*(K*) ‖ OT_ε(K))`` of two affinity matrices, closed-form gradient.
@@ -269,9 +292,12 @@ def klot(
             solver; with ``tol`` also ε-scaling and over-relaxation; the two inputs plus two n×m
             buffers, ``G`` kept for the backward pass), ``"tiled"`` (row tiles of the given
             matrices) or ``"log"`` (reference log-domain solver).
+        group: a ``torch.distributed`` process group (or :class:`sotalign.parallel.Comm`):
+            the two matrices are then this rank's row blocks (see :func:`klot_embeddings`).
 
-    Returns a scalar of ``K_student``'s dtype.
+    Returns a scalar of ``K_student``'s dtype (sharded: this rank's share of the sum).
     """
+    comm = as_comm(group)
     cfg = with_options(KLOTConfig, config, options)
     for name, K in (("K_student", K_student), ("K_teacher", K_teacher)):
         Dense(K, name=name)  # type and shape checks
@@ -280,9 +306,15 @@ def klot(
             f"student and teacher affinities must have the same shape, got "
             f"{tuple(K_student.shape)} and {tuple(K_teacher.shape)}"
         )
-    mode = "dense" if cfg.mode == "auto" else cfg.mode
+    mode = _sharded_mode("dense" if cfg.mode == "auto" else cfg.mode, comm)
     holder: dict[str, KLOTInfo] = {}
-    return _KLOTFunction.apply(cfg, mode, holder, K_student, K_teacher)
+    return _KLOTFunction.apply(cfg, mode, holder, comm, K_student, K_teacher)
+
+
+def _sharded_mode(mode: str, comm: Comm) -> str:
+    if mode == "log" and comm.sharded:
+        raise ConfigError("mode 'log' (the reference solver) runs in one process only")
+    return mode
 
 
 def klot_embeddings(
@@ -291,6 +323,8 @@ def klot_embeddings(
     tx: Tensor,
     ty: Tensor,
     config: KLOTConfig | None = None,
+    *,
+    group: object = None,
     **options: Any,
 ) -> tuple[Tensor, KLOTInfo]:
     """KLOT between the student affinity ``K = zx zyᵀ`` and the teacher affinity ``K* = tx tyᵀ``.
@@ -318,9 +352,23 @@ def klot_embeddings(
     With ``tol``, solves stop when the L1 marginal error (mass-1 plans) is at most ``tol`` and
     use ε-scaling + over-relaxation; ``n_iter`` is then the maximum.
 
-    Returns ``(loss, info)``: ``info`` is a :class:`KLOTInfo` (iterations and final marginal
-    errors of both solves, convergence and stabilisation flags, mode used).
+    Sharded (``group``: a ``torch.distributed`` process group, or a
+    :class:`sotalign.parallel.Comm`, over W ranks): ``zx``/``tx`` are this rank's rows ``I``
+    of the image batch and ``zy``/``ty`` the whole text batch (the same on every rank, e.g.
+    :meth:`sotalign.parallel.Comm.gather_rows` of each rank's texts, with gradient). Rank r
+    holds only its row block of both affinities (n_r×m; the tiled mode only its tiles): row
+    updates of Sinkhorn are local, column updates combine a log-sum-exp (or a sum of scaled
+    columns) over ranks, and ``G_I = (P_I − P*_I)/ε`` is local. The returned loss is this
+    rank's share ``Σ_{i∈I} Σ_j P*_ij (log P*_ij − log P_ij)`` (the shares sum to KLOT) and its
+    gradients are the share's: ``G_I zy`` for ``zx`` (complete) and ``G_Iᵀ zx`` for ``zy``
+    (to be summed over ranks: the backward of ``gather_rows`` does it). ``info.value`` is the
+    whole KLOT on every rank. Per-rank memory: ``1/W`` of the single-process figures.
+
+    Returns ``(loss, info)``: ``info`` is a :class:`KLOTInfo` (the whole value, iterations and
+    final marginal errors of both solves, convergence and stabilisation flags, mode used,
+    world size).
     """
+    comm = as_comm(group)
     cfg = with_options(KLOTConfig, config, options)
     for name, z in (("zx", zx), ("zy", zy), ("tx", tx), ("ty", ty)):
         if not isinstance(z, Tensor) or z.dim() != 2 or not z.is_floating_point():
@@ -339,6 +387,7 @@ def klot_embeddings(
     if mode == "auto":
         itemsize = 8 if zx.dtype == torch.float64 else 4
         mode = auto_mode(zx.shape[0], zy.shape[0], str(zx.device), itemsize)
+    mode = _sharded_mode(mode, comm)
     holder: dict[str, KLOTInfo] = {}
-    loss = _KLOTFunction.apply(cfg, mode, holder, zx, zy, tx, ty)
+    loss = _KLOTFunction.apply(cfg, mode, holder, comm, zx, zy, tx, ty)
     return loss, holder["info"]

@@ -21,8 +21,10 @@ import math
 import torch
 from torch import Tensor
 
+from sotalign.parallel import LOCAL, Comm
+
 from .control import Relaxation, Schedule, is_converged, l1_error
-from .geometry import Geometry
+from .geometry import Geometry, global_span
 from .output import SinkhornOutput
 
 __all__ = ["solve_log", "solve_tiled"]
@@ -85,6 +87,7 @@ def solve_tiled(
     accelerate: bool = False,
     init: tuple[Tensor, Tensor] | None = None,
     exact_error: bool = True,
+    comm: Comm = LOCAL,
 ) -> SinkhornOutput:
     """Log-domain Sinkhorn on ``K`` computed tile by tile (online log-sum-exp).
 
@@ -109,7 +112,8 @@ def solve_tiled(
     else:
         f = init[0].detach().to(device=dev, dtype=dtype).clone()
         g = init[1].detach().to(device=dev, dtype=dtype).clone()
-    sched = Schedule.make(eps, n_iter, tol, accelerate, geom.span if init is None else None)
+    span = (lambda: global_span(geom, comm)) if init is None else None
+    sched = Schedule.make(eps, n_iter, tol, accelerate, span)
     total = 0
     err = math.inf
     exact = False
@@ -130,6 +134,7 @@ def solve_tiled(
                 f[i : i + R] = e * fnew
                 L.add_(fnew[:, None])
                 torch.logaddexp(col, torch.logsumexp(L, dim=0), out=col)
+            row_err = comm.logsumexp_(col, also_sum=row_err)
             err = float(row_err) + float((col.exp() - b).abs().sum())
             relax.observe(err)
             total += 1
@@ -152,7 +157,8 @@ def solve_tiled(
         diagnostics={"eps_schedule": list(sched.eps), "omega": relax.omega},
     )
     if not exact and exact_error:
-        err = l1_error(*out.marginals(), a, b)
+        row, col = out.marginals()
+        err = l1_error(row, comm.sum_(col), a, b, comm)
         out.marginal_error = err
     out.converged = is_converged(err, tol)
     return out

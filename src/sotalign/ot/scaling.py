@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from sotalign.parallel import LOCAL, Comm
+
 from .control import Relaxation, Schedule, is_converged, l1_error
-from .geometry import Geometry
+from .geometry import Geometry, global_span
 from .output import SinkhornOutput
 
 __all__ = ["ScalingState", "solve_scaling"]
@@ -57,9 +59,11 @@ class ScalingState:
         """Final dual potentials ``(f + eps log u, g + eps log v)``."""
         return self.f + self.eps * self.u.log(), self.g + self.eps * self.v.log()
 
-    def marginals(self) -> tuple[Tensor, Tensor]:
-        """Exact row and column sums of ``P`` (two matrix-vector products)."""
-        return self.u * (self.E @ self.v), self.v * (self.E.T @ self.u)
+    def marginals(self, comm: Comm = LOCAL) -> tuple[Tensor, Tensor]:
+        """Exact row and column sums of ``P`` (two matrix-vector products).
+
+        Sharded: the rows are this rank's, the column sums are summed over ranks."""
+        return self.u * (self.E @ self.v), self.v * comm.sum_(self.E.T @ self.u)
 
     def plan_(self) -> Tensor:
         """Overwrite the kernel buffer with the plan ``P = u E v`` and return it."""
@@ -92,33 +96,59 @@ def _fill_kernel(E: Tensor, K: Tensor, f: Tensor, g: Tensor, eps: float) -> None
         blk.mul_(inv).exp_()
 
 
-def _max_plus_init(K: Tensor) -> tuple[Tensor, Tensor]:
-    """Potentials with ``max_j (K_ij + f_i + g_j) = 0`` for every row and every column."""
+def _column_sums(E: Tensor, u: Tensor, lo: float, hi: float, comm: Comm) -> tuple[Tensor, bool]:
+    """``(Eᵀu, absorb)``: the column sums for new row scalings ``u``, and whether ``u`` left
+    ``[lo, hi]`` (or is not finite) on any rank, so that the rows must be absorbed first.
+
+    Sharded, both travel in one all-reduce (the flag appended to the column sums); the sums
+    are then discarded when some rank must absorb (rare). One process: the sums are formed
+    only when they are used.
+    """
+    mn, mx = torch.aminmax(u)
+    out = not (lo <= float(mn) and float(mx) <= hi)
+    if not comm.sharded:
+        return (E.T @ u if not out else u), out
+    both = comm.sum_(torch.cat([E.T @ u, u.new_tensor([float(out)])]))
+    return both[:-1], float(both[-1]) > 0
+
+
+def _max_plus_init(K: Tensor, comm: Comm) -> tuple[Tensor, Tensor]:
+    """Potentials with ``max_j (K_ij + f_i + g_j) = 0`` for every row and every column.
+
+    Sharded: the column maximum is taken over every rank's rows."""
     n, m = K.shape
     f = -K.amax(dim=1)
     R = _row_chunk(m)
     cmax = torch.full((m,), -math.inf, dtype=K.dtype, device=K.device)
     for i in range(0, n, R):
         torch.maximum(cmax, (K[i : i + R] + f[i : i + R, None]).amax(dim=0), out=cmax)
-    return f, -cmax
+    return f, -comm.max_(cmax)
 
 
 def _exact_update(
-    K: Tensor, other: Tensor, log_w: Tensor, eps: float, idx: Tensor, dim: int
+    K: Tensor,
+    other: Tensor,
+    log_w: Tensor,
+    eps: float,
+    idx: Tensor,
+    dim: int,
+    comm: Comm = LOCAL,
 ) -> Tensor:
     """Exact log-domain Sinkhorn update of the potentials at indices ``idx``.
 
-    Rows (``dim=1``): ``f_i = eps log a_i − eps LSE_j((K_ij + g_j) / eps)``; columns likewise.
-    Done in chunks of indices so that no n×m temporary is created.
+    Rows (``dim=1``): ``f_i = eps log a_i − eps LSE_j((K_ij + g_j) / eps)``; columns likewise
+    (sharded: the column log-sum-exp runs over every rank's rows). Done in chunks of indices so
+    that no n×m temporary is created.
     """
-    out = torch.empty(idx.numel(), dtype=K.dtype, device=K.device)
+    lse = torch.empty(idx.numel(), dtype=K.dtype, device=K.device)
     R = _row_chunk(K.shape[1] if dim == 1 else K.shape[0])
     for s in range(0, idx.numel(), R):
         ids = idx[s : s + R]
         blk = K.index_select(0, ids) if dim == 1 else K.index_select(1, ids).T
-        blk = (blk + other[None, :]) / eps
-        out[s : s + R] = eps * (log_w[ids] - torch.logsumexp(blk, dim=1))
-    return out
+        lse[s : s + R] = torch.logsumexp((blk + other[None, :]) / eps, dim=1)
+    if dim == 0:
+        comm.logsumexp_(lse)
+    return eps * (log_w[idx] - lse)
 
 
 def _absorb(
@@ -131,11 +161,16 @@ def _absorb(
     log_w: Tensor,
     tiny: float,
     dim: int,
+    comm: Comm = LOCAL,
 ) -> None:
     """Absorb the scalings into the potentials and rebuild the kernel (log-domain stabilisation).
 
     ``dim=1``: a row update produced ``u`` from row sums ``sums``; rows whose sums underflowed get
     the exact log-domain update. ``dim=0``: the same for a column update.
+
+    Sharded, every rank absorbs at once (``g`` and ``v`` are shared by every rank's kernel
+    block): a row absorption is agreed on by an all-reduce of the ranks' flags, a column
+    absorption is decided on the reduced (identical) ``v``.
     """
     st.n_absorb += 1
     bad = ~(sums > tiny) | ~torch.isfinite(u if dim == 1 else v)
@@ -150,7 +185,7 @@ def _absorb(
         st.g.add_(eps * torch.where(bad, torch.ones_like(v), v).log())
         idx = bad.nonzero().flatten()
         if idx.numel():
-            st.g[idx] = _exact_update(K, st.f, log_w, eps, idx, dim=0)
+            st.g[idx] = _exact_update(K, st.f, log_w, eps, idx, dim=0, comm=comm)
     st.n_log_rows += int(idx.numel())
     _fill_kernel(st.E, K, st.f, st.g, eps)
     st.n_kernel += 1
@@ -169,12 +204,18 @@ def solve_scaling(
     accelerate: bool = False,
     init: tuple[Tensor, Tensor] | None = None,
     out: Tensor | None = None,
+    comm: Comm = LOCAL,
 ) -> tuple[SinkhornOutput, ScalingState]:
     """Stabilised scaling-domain Sinkhorn (see the module docstring) on ``geom.affinity()``.
 
     ``out``: an n×m buffer for the kernel (else one is allocated). Returns the output and the
     final state, whose kernel buffer the caller may turn into the plan in place
     (:meth:`ScalingState.plan_`). ``n_iter`` counts iterations over all ε-stages.
+
+    Sharded (``comm`` over W ranks): ``geom`` is this rank's row block ``K_I`` and ``log_a``
+    the global row marginal's entries for those rows; ``u_I`` and ``f_I`` stay local, ``v``
+    and ``g`` are replicated: ``Eᵀu = Σ_r E_rᵀ u_r`` is all-reduced (one length-m vector per
+    iteration) and so are the scalar marginal errors, so every rank takes the same decisions.
     """
     K = geom.affinity()
     n, m = K.shape
@@ -183,12 +224,13 @@ def solve_scaling(
     tiny = float(torch.finfo(dtype).tiny) * 1e4
     lo, hi = math.exp(-_TAU), math.exp(_TAU)
     if init is None:
-        f, g = _max_plus_init(K)
+        f, g = _max_plus_init(K, comm)
     else:
         f = init[0].detach().to(device=dev, dtype=dtype).clone()
         g = init[1].detach().to(device=dev, dtype=dtype).clone()
     E = out if out is not None else torch.empty_like(K)
-    sched = Schedule.make(eps, n_iter, tol, accelerate, geom.span if init is None else None)
+    span = (lambda: global_span(geom, comm)) if init is None else None
+    sched = Schedule.make(eps, n_iter, tol, accelerate, span)
     st = ScalingState(
         E=E,
         f=f,
@@ -213,7 +255,7 @@ def solve_scaling(
         while True:
             s = E @ v
             col_err = float((v * t - b).abs().sum()) if t is not None else math.inf
-            err = float((u * s - a).abs().sum()) + col_err
+            err = comm.sum_float((u * s - a).abs().sum()) + col_err
             relax.observe(err)
             if stage_tol is not None and err <= stage_tol:
                 break
@@ -224,20 +266,20 @@ def solve_scaling(
             un = a / s
             if w > 1.0:
                 un = u.pow(1.0 - w) * un.pow(w)
-            mn, mx = torch.aminmax(un)
-            if not (lo <= float(mn) and float(mx) <= hi):
-                _absorb(st, K, e, un, v, s, log_a, tiny, dim=1)
+            t, absorb = _column_sums(E, un, lo, hi, comm)
+            if absorb:
+                _absorb(st, K, e, un, v, s, log_a, tiny, dim=1, comm=comm)
                 u, v = st.u, st.v
+                t = comm.sum_(E.T @ u)
             else:
                 u = un
-            t = E.T @ u
             # ---- column update ----
             vn = b / t
             if w > 1.0:
                 vn = v.pow(1.0 - w) * vn.pow(w)
             mn, mx = torch.aminmax(vn)
             if not (lo <= float(mn) and float(mx) <= hi):
-                _absorb(st, K, e, u, vn, t, log_b, tiny, dim=0)
+                _absorb(st, K, e, u, vn, t, log_b, tiny, dim=0, comm=comm)
                 u, v = st.u, st.v
                 t = None
             else:
@@ -248,7 +290,7 @@ def solve_scaling(
             f.add_(e * u.log())
             g.add_(e * v.log())
     if not math.isfinite(err):
-        err = l1_error(*st.marginals(), a, b)
+        err = l1_error(*st.marginals(comm), a, b, comm)
     fp, gp = st.potentials()
     result = SinkhornOutput(
         geom=geom,

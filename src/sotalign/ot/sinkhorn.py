@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 from sotalign.errors import ConfigError, InputError
+from sotalign.parallel import as_comm
 
 from .config import SinkhornConfig, with_options
-from .geometry import Dense, Geometry, auto_mode, compute_dtype
+from .geometry import Dense, Geometry, auto_mode, compute_dtype, sharded_log_marginals
 from .log_domain import solve_log, solve_tiled
 from .output import SinkhornOutput
 from .scaling import solve_scaling
@@ -28,6 +29,7 @@ def sinkhorn(
     b: Tensor | None = None,
     accelerate: bool | None = None,
     init: tuple[Tensor, Tensor] | None = None,
+    group: object = None,
 ) -> SinkhornOutput:
     """Balanced entropic OT between the rows and columns of an affinity ``K`` (cost ``−K``).
 
@@ -58,11 +60,20 @@ def sinkhorn(
             ``tol``); default: on when ``tol`` is given.
         init: warm start ``(f, g)``, e.g. the potentials of a previous result on the same sizes
             (no ε-scaling then).
+        group: a ``torch.distributed`` process group (or a :class:`sotalign.parallel.Comm`)
+            to solve one problem sharded by rows: ``geom`` is then this rank's row block
+            ``K_I`` (n_r×m, e.g. :func:`sotalign.parallel.row_block` of the rows), ``a`` its
+            rows' weights (normalised over all ranks), ``b`` and the columns the same on every
+            rank. The result holds this rank's ``f_I`` and the shared ``g``; its plan is the row
+            block ``P_I``; errors and decisions are global (identical on every rank). Modes
+            ``dense``/``auto`` (scaling solver per rank) and ``tiled``; not ``log``. ``None``
+            (default): one process, whether or not a default group exists.
 
     Returns:
         :class:`SinkhornOutput` (``plan``, ``log_plan``, ``f``, ``g``, ``n_iter``,
         ``marginal_error``, ``converged``, ``stabilised``, ``solver``, ``diagnostics``).
     """
+    comm = as_comm(group)
     given = {"eps": eps, "n_iter": n_iter, "tol": tol, "mode": mode}
     cfg = with_options(SinkhornConfig, config, {k: v for k, v in given.items() if v is not None})
     if not isinstance(geom, Geometry):
@@ -71,7 +82,7 @@ def sinkhorn(
         geom = geom.cast(compute_dtype(geom.dtype))
         geom.check_finite()
         n, m = geom.shape
-        log_a, log_b = geom.log_marginals(a, b)
+        log_a, log_b = sharded_log_marginals(geom, comm, a, b)
         if init is not None and (
             len(init) != 2 or tuple(init[0].shape) != (n,) or tuple(init[1].shape) != (m,)
         ):
@@ -84,8 +95,10 @@ def sinkhorn(
         if mode == "log":
             if init is not None:
                 raise ConfigError("init (warm start) needs mode 'dense', 'tiled' or 'auto'")
+            if comm.sharded:
+                raise ConfigError("mode 'log' (the reference solver) runs in one process only")
             return solve_log(*args)
         acc = (cfg.tol is not None) if accelerate is None else bool(accelerate)
         if mode == "tiled":
-            return solve_tiled(*args, accelerate=acc, init=init)
-        return solve_scaling(*args, accelerate=acc, init=init)[0]
+            return solve_tiled(*args, accelerate=acc, init=init, comm=comm)
+        return solve_scaling(*args, accelerate=acc, init=init, comm=comm)[0]
