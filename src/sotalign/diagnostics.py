@@ -120,8 +120,9 @@ def spherical_sliced_wasserstein(
     rng = np.random.default_rng(seed)
     P_ = _normalise(P_[_subsample(P_.shape[0], n_samples, rng)])
     Q_ = _normalise(Q_[_subsample(Q_.shape[0], n_samples, rng)])
-    value = ot.sliced_wasserstein_sphere(P_, Q_, n_projections=n_projections, p=p,
-                                         seed=int(rng.integers(2**31 - 1)))
+    value = ot.sliced_wasserstein_sphere(
+        P_, Q_, n_projections=n_projections, p=p, seed=int(rng.integers(2**31 - 1))
+    )
     return float(value)
 
 
@@ -150,7 +151,7 @@ def pool_shift(
     m = min(m, U.shape[0])
     if m < 2:
         raise InputError("pool_shift needs at least 4 paired and 2 unpaired rows")
-    p1, p2 = Pp[perm[:m]], Pp[perm[half:half + m]]
+    p1, p2 = Pp[perm[:m]], Pp[perm[half : half + m]]
     u = U[rng.choice(U.shape[0], size=m, replace=False)]
     proj_seed = int(rng.integers(2**31 - 1))
     kw: dict[str, Any] = {"n_samples": None, "n_projections": n_projections, "seed": proj_seed}

@@ -47,8 +47,10 @@ class BenchData:
         if not 1 <= n <= m:
             raise InputError(f"--pairs {n} is outside 1..{m} (the size of the pair pool)")
         idx = np.random.default_rng(seed).permutation(m)[:n]
-        return (np.asarray(self.pool_images[idx], np.float32),
-                np.asarray(self.pool_texts[idx], np.float32))
+        return (
+            np.asarray(self.pool_images[idx], np.float32),
+            np.asarray(self.pool_texts[idx], np.float32),
+        )
 
     def unpaired(self, size: int | None, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Both unpaired pools, or seeded nested subsamples of ``size`` rows of each."""
@@ -90,9 +92,16 @@ def _emoji_data() -> BenchData:
         return p.images, p.texts
 
     return BenchData(
-        "emoji", d.pool_images, d.pool_texts, d.unpaired_images, d.unpaired_texts,
-        d.test_images, d.test_texts, d.test_text_to_image,
-        zero_shot=(d.test_groups, d.group_prompts), draw_fn=draw,
+        "emoji",
+        d.pool_images,
+        d.pool_texts,
+        d.unpaired_images,
+        d.unpaired_texts,
+        d.test_images,
+        d.test_texts,
+        d.test_text_to_image,
+        zero_shot=(d.test_groups, d.group_prompts),
+        draw_fn=draw,
         info={"zero_shot": f"{len(d.group_names)} emoji groups x {len(d.templates)} templates"},
     )
 
@@ -107,8 +116,15 @@ def _wordnet_data() -> BenchData:
     tx, ty = d.test()
     pool = d.pair_pool_idx
     return BenchData(
-        "wordnet", np.asarray(d.x[pool], np.float32), np.asarray(d.y[pool], np.float32),
-        d.unpaired_x(), d.unpaired_y(), tx, ty, None, draw_fn=draw,
+        "wordnet",
+        np.asarray(d.x[pool], np.float32),
+        np.asarray(d.y[pool], np.float32),
+        d.unpaired_x(),
+        d.unpaired_y(),
+        tx,
+        ty,
+        None,
+        draw_fn=draw,
         info={"encoders": "GloVe-50 mean (images side) / all-MiniLM-L6-v2 (texts side)"},
     )
 
@@ -128,46 +144,67 @@ def load_bench_data(
     files = (pairs_images, pairs_texts, unpaired_images, unpaired_texts, test_images, test_texts)
     if dataset is not None:
         if any(f is not None for f in (*files, test_index)):
-            raise ConfigError("give either --dataset or embedding files (--pairs-images ...), "
-                              "not both")
+            raise ConfigError(
+                "give either --dataset or embedding files (--pairs-images ...), not both"
+            )
         loaders = {"emoji": _emoji_data, "wordnet": _wordnet_data}
         if dataset not in loaders:
-            raise ConfigError(f"unknown --dataset '{dataset}'{closest(dataset, list(loaders))};"
-                              " choose emoji or wordnet")
+            raise ConfigError(
+                f"unknown --dataset '{dataset}'{closest(dataset, list(loaders))};"
+                " choose emoji or wordnet"
+            )
         return loaders[dataset]()
     if pairs_images is None or pairs_texts is None or test_images is None or test_texts is None:
-        raise ConfigError("give --dataset emoji|wordnet, or at least --pairs-images, "
-                          "--pairs-texts, --test-images and --test-texts")
+        raise ConfigError(
+            "give --dataset emoji|wordnet, or at least --pairs-images, "
+            "--pairs-texts, --test-images and --test-texts"
+        )
     if (unpaired_images is None) != (unpaired_texts is None):
         raise ConfigError("give both --unpaired-images and --unpaired-texts, or neither")
     A = load_embedding_file(pairs_images, check=True)
     B = load_embedding_file(pairs_texts, check=True)
     assert A is not None and B is not None
     if A.shape[0] != B.shape[0]:
-        raise InputError(f"{pairs_images} has {A.shape[0]} rows but {pairs_texts} has "
-                         f"{B.shape[0]}: the pair pool must be row-aligned")
+        raise InputError(
+            f"{pairs_images} has {A.shape[0]} rows but {pairs_texts} has "
+            f"{B.shape[0]}: the pair pool must be row-aligned"
+        )
     X = load_embedding_file(unpaired_images, check=True)
     Y = load_embedding_file(unpaired_texts, check=True)
     TX = load_embedding_file(test_images, check=True)
     TY = load_embedding_file(test_texts, check=True)
     assert TX is not None and TY is not None
-    for name, arr, ref, path in (("unpaired images", X, A, unpaired_images),
-                                 ("unpaired texts", Y, B, unpaired_texts),
-                                 ("test images", TX, A, test_images),
-                                 ("test texts", TY, B, test_texts)):
+    for name, arr, ref, path in (
+        ("unpaired images", X, A, unpaired_images),
+        ("unpaired texts", Y, B, unpaired_texts),
+        ("test images", TX, A, test_images),
+        ("test texts", TY, B, test_texts),
+    ):
         if arr is not None and arr.shape[1] != ref.shape[1]:
-            raise InputError(f"{path}: {name} have {arr.shape[1]} columns, the pairs "
-                             f"{ref.shape[1]}; use embeddings of the same encoder")
+            raise InputError(
+                f"{path}: {name} have {arr.shape[1]} columns, the pairs "
+                f"{ref.shape[1]}; use embeddings of the same encoder"
+            )
     idx = None
     if test_index is not None:
         idx = load_index(test_index)
         if len(idx) != len(TY) or (len(idx) and int(idx.max()) >= len(TX)):
-            raise InputError(f"{test_index}: needs one image row (< {len(TX)}) per test text "
-                             f"({len(TY)} texts)")
+            raise InputError(
+                f"{test_index}: needs one image row (< {len(TX)}) per test text ({len(TY)} texts)"
+            )
     elif len(TX) != len(TY):
-        raise InputError(f"{len(TX)} test images but {len(TY)} test texts: pass --test-index "
-                         "(the image row of each text)")
-    return BenchData("files", A, B, X, Y, TX, TY, idx,
-                     info={"pairs_images": str(pairs_images), "pairs_texts": str(pairs_texts)})
-
-
+        raise InputError(
+            f"{len(TX)} test images but {len(TY)} test texts: pass --test-index "
+            "(the image row of each text)"
+        )
+    return BenchData(
+        "files",
+        A,
+        B,
+        X,
+        Y,
+        TX,
+        TY,
+        idx,
+        info={"pairs_images": str(pairs_images), "pairs_texts": str(pairs_texts)},
+    )

@@ -25,8 +25,12 @@ def _mean_std(vals: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def aggregate(runs: list[dict[str, Any]], sweep: str, xkey: str,
-              metric: Callable[[dict[str, Any]], float | None]) -> dict[str, dict[int, Any]]:
+def aggregate(
+    runs: list[dict[str, Any]],
+    sweep: str,
+    xkey: str,
+    metric: Callable[[dict[str, Any]], float | None],
+) -> dict[str, dict[int, Any]]:
     """``{method: {x: (mean, std, n)}}`` over seeds for one sweep."""
     groups: dict[str, dict[int, list[float]]] = {}
     for r in runs:
@@ -36,8 +40,9 @@ def aggregate(runs: list[dict[str, Any]], sweep: str, xkey: str,
         if v is None:
             continue
         groups.setdefault(r["method"], {}).setdefault(int(r[xkey]), []).append(float(v))
-    return {m: {x: (*_mean_std(v), len(v)) for x, v in sorted(d.items())}
-            for m, d in groups.items()}
+    return {
+        m: {x: (*_mean_std(v), len(v)) for x, v in sorted(d.items())} for m, d in groups.items()
+    }
 
 
 def with_reference(runs: list[dict[str, Any]], sweep: str, xkey: str) -> list[dict[str, Any]]:
@@ -45,10 +50,14 @@ def with_reference(runs: list[dict[str, Any]], sweep: str, xkey: str) -> list[di
     sweep's runs of the same method, pairs and seed (full pools, the common batch size)."""
     swept = [r for r in runs if r.get("sweep") == sweep]
     keys = {(r["method"], r["pairs"], r["seed"]) for r in swept}
-    ref = [{**r, "sweep": sweep} for r in runs
-           if r.get("sweep") == "pairs" and (r["method"], r["pairs"], r["seed"]) in keys
-           and r.get(xkey) is not None
-           and not any(int(r[xkey]) == int(q[xkey]) for q in swept)]
+    ref = [
+        {**r, "sweep": sweep}
+        for r in runs
+        if r.get("sweep") == "pairs"
+        and (r["method"], r["pairs"], r["seed"]) in keys
+        and r.get(xkey) is not None
+        and not any(int(r[xkey]) == int(q[xkey]) for q in swept)
+    ]
     return swept + ref
 
 
@@ -66,8 +75,10 @@ def _table(agg: dict[str, dict[int, Any]], xlabel: str, methods: Sequence[str]) 
     if not xs:
         return "(no runs)"
     best = {x: max((agg[m][x][0] for m in agg if x in agg[m]), default=math.nan) for x in xs}
-    lines = [f"| method \\ {xlabel} | " + " | ".join(str(x) for x in xs) + " |",
-             "|---" * (len(xs) + 1) + "|"]
+    lines = [
+        f"| method \\ {xlabel} | " + " | ".join(str(x) for x in xs) + " |",
+        "|---" * (len(xs) + 1) + "|",
+    ]
     for m in [m for m in methods if m in agg] + [m for m in agg if m not in methods]:
         cells = [_cell(agg[m].get(x), x in agg[m] and agg[m][x][0] == best[x]) for x in xs]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -97,8 +108,10 @@ def _timings(runs: list[dict[str, Any]], methods: Sequence[str]) -> str:
     if not agg:
         return ""
     xs = sorted({x for d in agg.values() for x in d})
-    lines = ["| method \\ pairs | " + " | ".join(str(x) for x in xs) + " |",
-             "|---" * (len(xs) + 1) + "|"]
+    lines = [
+        "| method \\ pairs | " + " | ".join(str(x) for x in xs) + " |",
+        "|---" * (len(xs) + 1) + "|",
+    ]
     for m in [m for m in methods if m in agg]:
         cells = [f"{agg[m][x][0]:.1f}" if x in agg[m] else "—" for x in xs]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -112,39 +125,85 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
     cfg = result["config"]
     out = [f"# sotalign bench — {result['data']['dataset']}", ""]
     out += ["Command:", "", "```", result["command"], "```", ""]
-    out += [f"Data: `{json.dumps(result['data'])}`", "",
-            f"Common parameters: `{json.dumps(cfg['params'])}`; per-method: "
-            f"`{json.dumps(cfg['method_params'])}`; grids: `{json.dumps(cfg['grids'])}`", ""]
+    out += [
+        f"Data: `{json.dumps(result['data'])}`",
+        "",
+        f"Common parameters: `{json.dumps(cfg['params'])}`; per-method: "
+        f"`{json.dumps(cfg['method_params'])}`; grids: `{json.dumps(cfg['grids'])}`",
+        "",
+    ]
     seeds = cfg["seeds"]
-    out += [f"## Test mean R@1 (%) vs number of pairs — mean ± std over seeds {seeds}", "",
-            "Best mean per column in bold. Hyper-parameters selected on a validation split of "
-            "the drawn pairs; the test split is used once per final model.", "",
-            _table(aggregate(runs, "pairs", "pairs", lambda r: r["test"][MAIN]), "pairs",
-                   methods), ""]
+    out += [
+        f"## Test mean R@1 (%) vs number of pairs — mean ± std over seeds {seeds}",
+        "",
+        "Best mean per column in bold. Hyper-parameters selected on a validation split of "
+        "the drawn pairs; the test split is used once per final model.",
+        "",
+        _table(aggregate(runs, "pairs", "pairs", lambda r: r["test"][MAIN]), "pairs", methods),
+        "",
+    ]
     for d, lab in (("i2t", "I2T"), ("t2i", "T2I")):
-        out += [f"### {lab} R@1", "",
-                _table(aggregate(runs, "pairs", "pairs", lambda r, d=d: r["test"][d]["R@1"]),
-                       "pairs", methods), ""]
+        out += [
+            f"### {lab} R@1",
+            "",
+            _table(
+                aggregate(runs, "pairs", "pairs", lambda r, d=d: r["test"][d]["R@1"]),
+                "pairs",
+                methods,
+            ),
+            "",
+        ]
     if any("zero_shot_top1" in r for r in runs):
-        out += ["## Zero-shot top-1 (%)", "",
-                _table(aggregate(runs, "pairs", "pairs", lambda r: r.get("zero_shot_top1")),
-                       "pairs", methods), ""]
+        out += [
+            "## Zero-shot top-1 (%)",
+            "",
+            _table(
+                aggregate(runs, "pairs", "pairs", lambda r: r.get("zero_shot_top1")),
+                "pairs",
+                methods,
+            ),
+            "",
+        ]
+
     def sweep_pairs(sweep: str) -> str:
-        return ", ".join(str(n) for n in sorted({r["pairs"] for r in runs
-                                                 if r.get("sweep") == sweep}))
+        return ", ".join(
+            str(n) for n in sorted({r["pairs"] for r in runs if r.get("sweep") == sweep})
+        )
 
     if any(r.get("sweep") == "unpaired" for r in runs):
-        out += [f"## Test mean R@1 vs unpaired samples per pool ({sweep_pairs('unpaired')} "
-                "pairs)", "",
-                "The largest size is the main table's run (full pools).", "",
-                _table(aggregate(with_reference(runs, "unpaired", "unpaired"), "unpaired",
-                                 "unpaired", lambda r: r["test"][MAIN]), "unpaired", methods),
-                ""]
+        out += [
+            f"## Test mean R@1 vs unpaired samples per pool ({sweep_pairs('unpaired')} pairs)",
+            "",
+            "The largest size is the main table's run (full pools).",
+            "",
+            _table(
+                aggregate(
+                    with_reference(runs, "unpaired", "unpaired"),
+                    "unpaired",
+                    "unpaired",
+                    lambda r: r["test"][MAIN],
+                ),
+                "unpaired",
+                methods,
+            ),
+            "",
+        ]
     if any(r.get("sweep") == "batch" for r in runs):
-        out += [f"## Test mean R@1 vs unpaired batch size ({sweep_pairs('batch')} pairs)", "",
-                _table(aggregate(with_reference(runs, "batch", "batch_unpaired"), "batch",
-                                 "batch_unpaired", lambda r: r["test"][MAIN]), "batch", methods),
-                ""]
+        out += [
+            f"## Test mean R@1 vs unpaired batch size ({sweep_pairs('batch')} pairs)",
+            "",
+            _table(
+                aggregate(
+                    with_reference(runs, "batch", "batch_unpaired"),
+                    "batch",
+                    "batch_unpaired",
+                    lambda r: r["test"][MAIN],
+                ),
+                "batch",
+                methods,
+            ),
+            "",
+        ]
     sel = _selection_summary(runs)
     if sel:
         out += ["## Selected candidates (validation split of the pairs)", "", sel, ""]
@@ -153,9 +212,11 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
         out += ["## Mean fit seconds (selection included)", "", tim, ""]
     errs = [r for r in runs if r.get("error")]
     if errs:
-        out += ["## Failed runs", ""] + [
-            f"- {r['method']} pairs={r['pairs']} seed={r['seed']}: {r['error']}" for r in errs
-        ] + [""]
+        out += (
+            ["## Failed runs", ""]
+            + [f"- {r['method']} pairs={r['pairs']} seed={r['seed']}: {r['error']}" for r in errs]
+            + [""]
+        )
     diag = result.get("diagnostics")
     if diag:
         out += ["## Diagnostics", "", f"`{json.dumps(diag)}`", ""]
@@ -174,9 +235,11 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
 
     written = []
     runs = result["runs"]
-    specs = [("pairs", "pairs", "number of pairs", "pairs.png"),
-             ("unpaired", "unpaired", "unpaired samples per pool", "unpaired.png"),
-             ("batch", "batch_unpaired", "unpaired batch size", "batch.png")]
+    specs = [
+        ("pairs", "pairs", "number of pairs", "pairs.png"),
+        ("unpaired", "unpaired", "unpaired samples per pool", "unpaired.png"),
+        ("batch", "batch_unpaired", "unpaired batch size", "batch.png"),
+    ]
     for sweep, key, xlabel, fname in specs:
         pts = runs if sweep == "pairs" else with_reference(runs, sweep, key)
         agg = aggregate(pts, sweep, key, lambda r: r["test"][MAIN])
@@ -186,9 +249,16 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         cmap = plt.get_cmap("tab10" if len(agg) <= 10 else "tab20")
         for k, (m, d) in enumerate(agg.items()):
             xs = list(d)
-            ax.errorbar(xs, [d[x][0] for x in xs], yerr=[d[x][1] for x in xs], marker="o",
-                        capsize=3, label=m, color=cmap(k % cmap.N),
-                        linewidth=2.5 if m == "sotalign" else 1.5)
+            ax.errorbar(
+                xs,
+                [d[x][0] for x in xs],
+                yerr=[d[x][1] for x in xs],
+                marker="o",
+                capsize=3,
+                label=m,
+                color=cmap(k % cmap.N),
+                linewidth=2.5 if m == "sotalign" else 1.5,
+            )
         ax.set_xscale("log")
         xs_all = sorted({x for d in agg.values() for x in d})
         ax.set_xticks(xs_all, [f"{x:,}" for x in xs_all])
@@ -204,5 +274,3 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append(fname)
     return written
-
-

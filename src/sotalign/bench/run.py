@@ -96,8 +96,11 @@ def _grid_candidates(params: dict[str, Any], grid: dict[str, list[Any]]) -> list
 
         def fit(d: TrainData, val: Any, stop_at: Any, final: bool) -> Fitted:
             arrays = (d.images.array, d.texts.array)
-            un = (None, None) if not d.has_unpaired else (
-                d.unpaired_images.array, d.unpaired_texts.array)  # type: ignore[union-attr]
+            un = (
+                (None, None)
+                if not d.has_unpaired
+                else (d.unpaired_images.array, d.unpaired_texts.array)
+            )  # type: ignore[union-attr]
             est = SOTAlign(**p).fit(*arrays, *un, check_inputs=False)
             return Fitted(est, history=est.train_history_)
 
@@ -107,8 +110,13 @@ def _grid_candidates(params: dict[str, Any], grid: dict[str, list[Any]]) -> list
 
 
 def run_one(
-    data: BenchData, method: str, n_pairs: int, seed: int, params: dict[str, Any],
-    grid: dict[str, list[Any]] | None = None, unpaired_size: int | None = None,
+    data: BenchData,
+    method: str,
+    n_pairs: int,
+    seed: int,
+    params: dict[str, Any],
+    grid: dict[str, list[Any]] | None = None,
+    unpaired_size: int | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` on ``n_pairs`` pairs drawn with ``seed`` and evaluate it on the test split."""
     spec = available_methods()[method]
@@ -131,8 +139,9 @@ def run_one(
     fit_s = time.perf_counter() - t0
     res = _encode_eval(est, data)
     n_un = 0 if X is None else len(X)
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()
-                if k not in ("progress",)}
+    settings = {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items() if k not in ("progress",)
+    }
     sel = getattr(est, "selection_", []) or []
     chosen = next((c for c in sel if c.get("selected")), None)
     return {
@@ -155,8 +164,13 @@ def diagnostics(data: BenchData, k: int = 10, n: int = 1000, seed: int = 0) -> d
     m = min(n, len(data.pool_images))
     out: dict[str, Any] = {}
     if m > k + 1:
-        out["mutual_knn"] = {"k": k, "n_pairs": m, "value": mutual_knn_alignment(
-            data.pool_images, data.pool_texts, k=k, n_samples=m, seed=seed)}
+        out["mutual_knn"] = {
+            "k": k,
+            "n_pairs": m,
+            "value": mutual_knn_alignment(
+                data.pool_images, data.pool_texts, k=k, n_samples=m, seed=seed
+            ),
+        }
     if data.unpaired_images is not None and data.unpaired_texts is not None:
         out["ssw_images"] = pool_shift(data.unpaired_images, data.pool_images, seed=seed)
         out["ssw_texts"] = pool_shift(data.unpaired_texts, data.pool_texts, seed=seed)
@@ -212,14 +226,17 @@ def run_bench(
     known = available_methods()
     for m in list(methods) + list(sweep_methods or []):
         if m not in known:
-            raise ConfigError(f"unknown method '{m}'{closest(m, list(known))}; choose from "
-                              + ", ".join(sorted(known)))
+            raise ConfigError(
+                f"unknown method '{m}'{closest(m, list(known))}; choose from "
+                + ", ".join(sorted(known))
+            )
     method_params = method_params or {}
     grids = grids or {}
     for m in list(method_params) + list(grids):
         if m not in known:
-            raise ConfigError(f"--method-set/--grid names unknown method '{m}'"
-                              f"{closest(m, list(known))}")
+            raise ConfigError(
+                f"--method-set/--grid names unknown method '{m}'{closest(m, list(known))}"
+            )
         if m not in methods and m not in (sweep_methods or []):
             log(f"warning: --method-set/--grid for '{m}', which is not in --methods")
     if len(seeds) < 1 or not pairs:
@@ -241,12 +258,26 @@ def run_bench(
     for size in unpaired_sizes:
         for seed in seeds:
             for m in sweep_methods:
-                plan.append({"sweep": "unpaired", "method": m, "pairs": sweep_pairs,
-                             "seed": seed, "unpaired_size": size})
+                plan.append(
+                    {
+                        "sweep": "unpaired",
+                        "method": m,
+                        "pairs": sweep_pairs,
+                        "seed": seed,
+                        "unpaired_size": size,
+                    }
+                )
     for bs in batch_sizes:
         for seed in seeds:
-            plan.append({"sweep": "batch", "method": "sotalign", "pairs": sweep_pairs,
-                         "seed": seed, "batch_unpaired": bs})
+            plan.append(
+                {
+                    "sweep": "batch",
+                    "method": "sotalign",
+                    "pairs": sweep_pairs,
+                    "seed": seed,
+                    "batch_unpaired": bs,
+                }
+            )
 
     json_path = out / "results.json"
     done: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -266,10 +297,18 @@ def run_bench(
     result: dict[str, Any] = {
         "command": command or "run_bench(...)",
         "data": data.summary(),
-        "config": {"methods": list(methods), "pairs": list(pairs), "seeds": list(seeds),
-                   "params": params, "method_params": method_params, "grids": grids,
-                   "unpaired_sizes": list(unpaired_sizes), "batch_sizes": list(batch_sizes),
-                   "sweep_pairs": sweep_pairs, "sweep_methods": sweep_methods},
+        "config": {
+            "methods": list(methods),
+            "pairs": list(pairs),
+            "seeds": list(seeds),
+            "params": params,
+            "method_params": method_params,
+            "grids": grids,
+            "unpaired_sizes": list(unpaired_sizes),
+            "batch_sizes": list(batch_sizes),
+            "sweep_pairs": sweep_pairs,
+            "sweep_methods": sweep_methods,
+        },
         "environment": _environment(),
         "diagnostics": {},
         "runs": [],
@@ -301,20 +340,32 @@ def run_bench(
         p = {**params, **method_params.get(task["method"], {})}
         if task.get("batch_unpaired") is not None:
             p["batch_unpaired"] = task["batch_unpaired"]
-        label = (f"[{i}/{len(plan)}] {task['sweep']:8s} {task['method']:<16s} "
-                 f"pairs={task['pairs']:<5d} seed={task['seed']}")
+        label = (
+            f"[{i}/{len(plan)}] {task['sweep']:8s} {task['method']:<16s} "
+            f"pairs={task['pairs']:<5d} seed={task['seed']}"
+        )
         if task.get("unpaired_size"):
             label += f" unpaired={task['unpaired_size']}"
         if task.get("batch_unpaired"):
             label += f" batch={task['batch_unpaired']}"
         try:
-            r = run_one(data, task["method"], task["pairs"], task["seed"], p,
-                        grids.get(task["method"]), task.get("unpaired_size"))
+            r = run_one(
+                data,
+                task["method"],
+                task["pairs"],
+                task["seed"],
+                p,
+                grids.get(task["method"]),
+                task.get("unpaired_size"),
+            )
             r.update(task)
             if task["sweep"] == "unpaired":
                 r["unpaired"] = task["unpaired_size"]
-            log(f"{label}  mean R@1 {r['test'][MAIN]:5.1f}  ({r['fit_seconds']:.1f} s"
-                + (f", selected {r['selected']}" if r.get("selected") else "") + ")")
+            log(
+                f"{label}  mean R@1 {r['test'][MAIN]:5.1f}  ({r['fit_seconds']:.1f} s"
+                + (f", selected {r['selected']}" if r.get("selected") else "")
+                + ")"
+            )
         except (ConfigError, InputError):
             raise
         except Exception as exc:
@@ -330,9 +381,11 @@ def run_bench(
 
 
 def _environment() -> dict[str, Any]:
-    return {"sotalign": __version__, "torch": torch.__version__, "python":
-            platform.python_version(), "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
+    return {
+        "sotalign": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

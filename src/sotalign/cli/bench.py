@@ -49,8 +49,10 @@ def parse_grid(items: Sequence[str] | None) -> dict[str, dict[str, list[Any]]]:
         key = key.strip()
         base = key.split(".", 1)[0]
         if base not in PARAM_NAMES or (base == "method_params") != ("." in key):
-            raise ConfigError(f"--grid key '{key}'{closest(base, PARAM_NAMES)}: use a "
-                              "parameter name or method_params.NAME")
+            raise ConfigError(
+                f"--grid key '{key}'{closest(base, PARAM_NAMES)}: use a "
+                "parameter name or method_params.NAME"
+            )
         vals = [parse_value(v.strip()) for v in values.split("|") if v.strip()]
         if not vals:
             raise ConfigError(f"--grid '{item}' lists no value")
@@ -88,6 +90,7 @@ def _command_line(ctx: typer.Context) -> str:
             parts += [opt, str(v)]
     return shlex.join(parts)
 
+
 bench_app = typer.Typer(
     help="Sweep methods × number of pairs × seeds (plus unpaired-pool and batch sweeps).",
     add_completion=False,
@@ -113,9 +116,11 @@ def bench(
     pairs: Annotated[str, _Opt(help="Comma-separated numbers of pairs.")] = "100,300",
     seeds: Annotated[str, _Opt(help="Comma-separated seeds (at least 3 for a std).")] = "0,1,2",
     unpaired_sizes: Annotated[
-        str | None, _Opt(help="Unpaired pool sizes swept at --sweep-pairs pairs.")] = None,
+        str | None, _Opt(help="Unpaired pool sizes swept at --sweep-pairs pairs.")
+    ] = None,
     batch_sizes: Annotated[
-        str | None, _Opt(help="SOTAlign unpaired batch sizes swept at --sweep-pairs.")] = None,
+        str | None, _Opt(help="SOTAlign unpaired batch sizes swept at --sweep-pairs.")
+    ] = None,
     sweep_pairs: Annotated[
         int | None, _Opt(help="Pairs of the unpaired/batch sweeps (default: min --pairs).")
     ] = None,
@@ -124,7 +129,8 @@ def bench(
     ] = None,
     set_: Annotated[list[str] | None, _Opt("--set", help="key=value for every method.")] = None,
     method_set: Annotated[
-        list[str] | None, _Opt(help="METHOD:key=value for one method (repeatable).")] = None,
+        list[str] | None, _Opt(help="METHOD:key=value for one method (repeatable).")
+    ] = None,
     grid: Annotated[
         list[str] | None, _Opt(help="METHOD:key=v1|v2 selected on validation (repeatable).")
     ] = None,
@@ -138,8 +144,11 @@ def bench(
         bool, _Opt(help="Fit nothing; report the runs of OUT and --include folders.")
     ] = False,
     pairs_sweep: Annotated[
-        bool, _Opt(help="Run the methods x pairs x seeds sweep (--no-pairs-sweep: only the "
-                        "unpaired/batch sweeps).")
+        bool,
+        _Opt(
+            help="Run the methods x pairs x seeds sweep (--no-pairs-sweep: only the "
+            "unpaired/batch sweeps)."
+        ),
     ] = True,
 ) -> None:
     """Run a benchmark sweep and write JSON, Markdown, PNG plots and diagnostics to OUT."""
@@ -152,9 +161,15 @@ def bench(
             if k not in PARAM_NAMES:  # pragma: no cover - load_params already checks
                 raise ConfigError(f"--method-set {m}: unknown key '{k}'")
     data = load_bench_data(
-        dataset, pairs_images=pairs_images, pairs_texts=pairs_texts,
-        unpaired_images=unpaired_images, unpaired_texts=unpaired_texts,
-        test_images=test_images, test_texts=test_texts, test_index=test_index)
+        dataset,
+        pairs_images=pairs_images,
+        pairs_texts=pairs_texts,
+        unpaired_images=unpaired_images,
+        unpaired_texts=unpaired_texts,
+        test_images=test_images,
+        test_texts=test_texts,
+        test_index=test_index,
+    )
     note_text = None
     if notes is not None:
         if not notes.is_file():
@@ -162,18 +177,26 @@ def bench(
         note_text = notes.read_text()
     cmd = _command_line(ctx)
     res = run_bench(
-        data, out,
+        data,
+        out,
         methods=[m.strip() for m in methods.split(",") if m.strip()],
-        pairs=_ints(pairs, "--pairs"), seeds=[int(s) for s in seeds.split(",") if s.strip()],
-        params=params, method_params=per_method, grids=parse_grid(grid),
+        pairs=_ints(pairs, "--pairs"),
+        seeds=[int(s) for s in seeds.split(",") if s.strip()],
+        params=params,
+        method_params=per_method,
+        grids=parse_grid(grid),
         unpaired_sizes=_ints(unpaired_sizes, "--unpaired-sizes"),
-        batch_sizes=_ints(batch_sizes, "--batch-sizes"), sweep_pairs=sweep_pairs,
-        sweep_methods=None if sweep_methods is None else
-        [m.strip() for m in sweep_methods.split(",") if m.strip()],
-        command=cmd, notes=note_text, resume=resume or render_only, include=include or [],
-        render_only=render_only, pairs_sweep=pairs_sweep,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        sweep_pairs=sweep_pairs,
+        sweep_methods=None
+        if sweep_methods is None
+        else [m.strip() for m in sweep_methods.split(",") if m.strip()],
+        command=cmd,
+        notes=note_text,
+        resume=resume or render_only,
+        include=include or [],
+        render_only=render_only,
+        pairs_sweep=pairs_sweep,
     )
     n_ok = sum(1 for r in res["runs"] if not r.get("error"))
-    print(f"{n_ok}/{len(res['runs'])} runs written to {out} "
-          f"({res['elapsed_seconds']:.0f} s)")
-
+    print(f"{n_ok}/{len(res['runs'])} runs written to {out} ({res['elapsed_seconds']:.0f} s)")

@@ -146,9 +146,11 @@ def run_demo(
         chosen = next(c for c in sel if c["selected"])
         console.print(
             "SOTAlign validation selection: "
-            + ", ".join(f"{c['candidate']}={c['val_mean_R@1']:.1f}"
-                        + (f" (MRR {c['val_MRR']:.1f})" if c.get("val_MRR") is not None else "")
-                        for c in sel)
+            + ", ".join(
+                f"{c['candidate']}={c['val_mean_R@1']:.1f}"
+                + (f" (MRR {c['val_MRR']:.1f})" if c.get("val_MRR") is not None else "")
+                for c in sel
+            )
             + f" → {chosen['candidate']}"
         )
     out.mkdir(parents=True, exist_ok=True)

