@@ -42,6 +42,7 @@ from .io import (
 from .io.files import reason
 from .methods import get_method
 from .models import ALIGNERS, aligner_from_state
+from .parallel import Comm
 from .training import TrainData
 from .version import __version__
 
@@ -184,6 +185,8 @@ class SOTAlign:
         )
         self.d_x_, self.d_y_ = data.images.dim, data.texts.dim
         self.fit_seconds_ = time.perf_counter() - t0
+        comm = Comm.from_group()  # under torchrun: the group the heads were trained on
+        self.world_size_, self.backend_ = comm.world_size, comm.backend
         return self
 
     # -- inference ------------------------------------------------------------------------

@@ -30,12 +30,17 @@ def write_history(
     selection: Sequence[dict[str, Any]] = (),
     *,
     plot: bool = True,
+    training: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``history.json`` (and, with ``plot`` and a non-empty history, ``loss.png``) into
-    ``folder`` atomically; return the paths written."""
+    ``folder`` atomically; return the paths written. ``training``: facts about the run (e.g.
+    the world size and back-end of a sharded fit), stored under ``"training"``."""
     folder = Path(folder)
     paths = [folder / HISTORY_FILE]
-    write_json_atomic(paths[0], {"steps": list(history), "selection": list(selection)})
+    record: dict[str, Any] = {"steps": list(history), "selection": list(selection)}
+    if training is not None:
+        record["training"] = dict(training)
+    write_json_atomic(paths[0], record)
     if plot and history:
         paths.append(plot_history(history, folder / PLOT_FILE))
     return paths

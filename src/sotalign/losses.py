@@ -19,7 +19,14 @@ from .errors import ConfigError, closest
 from .ot import KLOTConfig, klot_embeddings
 
 
-def siglip_loss(K: Tensor, scale: Tensor | float, bias: Tensor | float) -> Tensor:
+def siglip_loss(
+    K: Tensor,
+    scale: Tensor | float,
+    bias: Tensor | float,
+    *,
+    offset: int = 0,
+    entries: int | None = None,
+) -> Tensor:
     """SigLIP loss with entry-mean reduction (SPEC §3, L_sup).
 
     ``L = −mean_ij log σ(z_ij (t·K_ij + b))`` with ``z_ij = +1`` for ``i = j`` and ``−1``
@@ -28,11 +35,15 @@ def siglip_loss(K: Tensor, scale: Tensor | float, bias: Tensor | float) -> Tenso
 
     Computed as ``Σ softplus(l_ij) + Σ_i [softplus(−l_ii) − softplus(l_ii)]`` (−log σ(−x) =
     softplus(x)), so no n×m label matrix is built: one n×m temporary fewer per step.
+
+    Row blocks (sharded training): ``K`` holds rows ``offset … offset+n−1`` of the whole
+    matrix, whose positives are ``(i, offset + i)``, and the sum is divided by ``entries``
+    (the whole matrix's entry count): the blocks' values sum to the whole loss.
     """
     logits = scale * K + bias
-    diag = torch.diagonal(logits)
+    diag = torch.diagonal(logits, offset=offset)
     total = F.softplus(logits).sum() + (F.softplus(-diag) - F.softplus(diag)).sum()
-    return total / logits.numel()
+    return total / (logits.numel() if entries is None else entries)
 
 
 def semisup_siglip_loss(
@@ -117,15 +128,22 @@ def ginfonce_divergence(
 
 
 def klot_divergence(
-    zx: Tensor, zy: Tensor, tx: Tensor, ty: Tensor, config: KLOTConfig | None = None, **_: Any
+    zx: Tensor,
+    zy: Tensor,
+    tx: Tensor,
+    ty: Tensor,
+    config: KLOTConfig | None = None,
+    group: Any = None,
+    **_: Any,
 ) -> tuple[Tensor, dict]:
     """KLOT(K ‖ K*) = KL(OT_ε*(K*) ‖ OT_ε(K)) with the closed-form gradient (SPEC §3).
 
     ``config`` holds the solver's options (ε, ε*, iterations, tolerance, dense/tiled mode);
-    it was validated when built, so nothing is re-checked per training step. See
-    :func:`sotalign.ot.klot_embeddings`.
+    it was validated when built, so nothing is re-checked per training step. ``group``: shard
+    the solve by rows over a process group (``zx``/``tx`` this rank's rows, ``zy``/``ty`` all
+    texts; the loss is this rank's share). See :func:`sotalign.ot.klot_embeddings`.
     """
-    loss, info = klot_embeddings(zx, zy, tx, ty, config or KLOTConfig())
+    loss, info = klot_embeddings(zx, zy, tx, ty, config or KLOTConfig(), group=group)
     return loss, info.as_dict()
 
 

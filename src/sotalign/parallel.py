@@ -37,6 +37,7 @@ __all__ = [
     "as_comm",
     "env_world_size",
     "init_from_env",
+    "is_writer",
     "row_block",
     "shutdown",
 ]
@@ -267,6 +268,11 @@ def init_from_env(device: str = "auto") -> Comm:
     except (RuntimeError, ValueError) as exc:
         raise DistributedError(f"cannot join the process group ({backend}): {exc}") from exc
     return Comm.from_group()
+
+
+def is_writer() -> bool:
+    """Whether this process writes shared files: rank 0 of the default group, or the only one."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def shutdown() -> None:

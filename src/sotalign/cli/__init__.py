@@ -9,10 +9,12 @@ source path and line that Python adds (only under :func:`main`; library users ke
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
 from ..errors import SotalignError, one_line
+from ..parallel import shutdown
 from . import demo, fit, model
 from .app import app
 from .bench import bench_app
@@ -36,6 +38,12 @@ def _format_warning(
     return f"warning: {one_line(' '.join(str(message).split()))}\n"
 
 
+def _rank_prefix() -> str:
+    """``rank r/W: `` under torchrun (each process prints its own error), else nothing."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')}/{world}: " if world not in ("", "1") else ""
+
+
 def main() -> None:
     """Console entry point: user errors → one line on stderr, exit status 2; warnings → one
     line ``warning: …`` on stderr."""
@@ -44,7 +52,9 @@ def main() -> None:
     try:
         app()
     except SotalignError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        where = _rank_prefix()
+        err_console.print(f"error: {where}{exc}", markup=False, highlight=False, soft_wrap=True)
+        shutdown()
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from ..io import (
 )
 from ..methods import get_method
 from ..methods.common import table_file
+from ..parallel import init_from_env, shutdown
 from ..training.trainer import CKPT_PREFIX
 from .app import app
 from .console import console, err_console, print_selection
@@ -53,7 +55,10 @@ def fit(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: off).")] = 200,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Fit an aligner on embedding files and save it to OUT."""
+    """Fit an aligner on embedding files and save it to OUT.
+
+    Under torchrun (torchrun --nproc-per-node=N -m sotalign fit ...) the N processes train one
+    model, each holding 1/N of every batch's rows and of the OT plan; rank 0 writes OUT."""
     get_method(method)
     params = load_params(config, set_)
     params["method"] = method
@@ -64,12 +69,18 @@ def fit(
     params.setdefault("checkpoint_every", checkpoint_every)
     est = SOTAlign(**params)
     cfg = est.config()  # the whole configuration is checked before any data is read
+    comm = init_from_env(cfg.train.device)  # under torchrun: join its group (else one process)
+    writer = comm.rank == 0
+    if not writer:
+        params["progress"] = False
     # a file in the way, a folder that cannot be written: refused before anything is created
     prepare_output_dir(out, overwrite=True, create=False)
-    with lock_output_dir(out, "sotalign fit") as lock:  # one writer per folder (io/lock.py)
-        if lock.stale_message:
+    lock_ctx = lock_output_dir(out, "sotalign fit") if writer else contextlib.nullcontext()
+    with lock_ctx as lock:  # one writer per folder (io/lock.py); under torchrun, rank 0
+        if lock is not None and lock.stale_message:
             _note(lock.stale_message)
-        _check_checkpoints(out, cfg, overwrite, resume, lock.stale is not None)
+        stale = lock is not None and lock.stale is not None
+        _check_checkpoints(out, cfg, overwrite, resume, stale, quiet=not writer)
         A = load_embedding_file(paired_images)
         B = load_embedding_file(paired_texts)
         X = load_embedding_file(unpaired_images)
@@ -81,8 +92,13 @@ def fit(
             names["Y"] = str(unpaired_texts)
         validate_training_inputs(A, B, X, Y, names=names)
         est.fit(A, B, X, Y, resume=resume, check_inputs=False)
+        if not writer:
+            shutdown()
+            return
         est.save(out, overwrite=True)
-        write_history(out, est.train_history_, est.selection_)
+        run = {"world_size": est.world_size_, "backend": est.backend_}
+        write_history(out, est.train_history_, est.selection_, training=run)
+    shutdown()
     if est.selection_:
         print_selection(est.selection_)
     console.print(
@@ -97,7 +113,7 @@ def _note(line: str) -> None:
 
 
 def _check_checkpoints(
-    out: Path, cfg: SOTAlignConfig, overwrite: bool, resume: bool, stale: bool
+    out: Path, cfg: SOTAlignConfig, overwrite: bool, resume: bool, stale: bool, quiet: bool
 ) -> None:
     """Refuse a non-empty OUT, and first one holding an interrupted fit (suggest --resume);
     say so when --resume finds nothing to resume. ``stale``: OUT held the lock of a dead run."""
@@ -110,7 +126,7 @@ def _check_checkpoints(
             " or --overwrite to start again"
         )
     prepare_output_dir(out, overwrite=overwrite or resume, create=False)
-    if resume and not found:
+    if resume and not found and not quiet:
         _note(f"note: nothing to resume in {ckpt or out} (no checkpoints); starting a fresh fit")
 
 

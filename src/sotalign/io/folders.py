@@ -28,7 +28,7 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool 
         raise InputError(f"{p}: exists and is a file; choose a folder path for the output")
     if p.is_dir() and not overwrite:
         try:
-            nonempty = any(not _is_lock(q.name) for q in p.iterdir())
+            nonempty = any(not _is_scratch(q.name) for q in p.iterdir())
         except OSError as exc:
             raise InputError(f"{p}: cannot list this folder ({reason(exc)})") from exc
         if nonempty:
@@ -48,7 +48,7 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool 
     try:
         if create:
             p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sotalign-write-test.", dir=probe)
+        fd, tmp = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
@@ -57,6 +57,15 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False, *, create: bool 
             " can write to"
         ) from exc
     return p
+
+
+_PROBE_PREFIX = ".sotalign-write-test."
+
+
+def _is_scratch(name: str) -> bool:
+    """A lock file or a write probe: files that do not make a folder "not empty" (under
+    torchrun, another rank may be probing or locking the same folder at that moment)."""
+    return _is_lock(name) or name.startswith(_PROBE_PREFIX)
 
 
 def _is_lock(name: str) -> bool:

@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..eval import paired_rank_metrics, selection_key
 from ..io import write_json_atomic
 from ..models import Aligner
+from ..parallel import is_writer
 from ..training import TrainData, ValData
 
 __all__ = [
@@ -178,7 +179,7 @@ def select(
         )
         for i, row in enumerate(table):
             row["selected"] = i == best_i
-        if table_file is not None:
+        if table_file is not None and is_writer():  # under torchrun: rank 0 writes
             write_json_atomic(table_file, table)
     best_i = next(i for i, row in enumerate(table) if row.get("selected"))
     cand = candidates[best_i]

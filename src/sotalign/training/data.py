@@ -8,6 +8,11 @@ rows of a batch are ever read) or torch tensors. Each step draws (Algorithm 1):
   ``m = min(batch_unpaired, n_x, n_y)``, drawn independently without replacement.
 
 The sampler's state is a JSON-able dict, so a checkpoint can resume the exact same stream.
+
+Under ``torchrun`` (a :class:`~sotalign.parallel.Comm` over W ranks) every rank draws the same
+global batch from the same seeded generator and reads only its block of rows
+(:func:`~sotalign.parallel.row_block`) of the paired batch and of each unpaired batch: the
+global batch does not depend on W.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..parallel import LOCAL, Comm, row_block
 
 
 class EmbeddingPool:
@@ -90,7 +97,11 @@ class TrainData:
 
 @dataclass
 class Batch:
-    """One training step's data: paired ``a``/``b`` and unpaired ``x``/``y`` (or ``None``)."""
+    """One training step's data: paired ``a``/``b`` and unpaired ``x``/``y`` (or ``None``).
+
+    Sharded (``comm`` over several ranks): this rank's rows of each; ``pair_offset`` is the
+    position of its first pair in the global paired batch (the SigLIP positives' diagonal).
+    """
 
     a: Tensor
     b: Tensor
@@ -99,20 +110,30 @@ class Batch:
     idx_pairs: np.ndarray | None = None
     idx_x: np.ndarray | None = None
     idx_y: np.ndarray | None = None
+    comm: Comm = LOCAL
+    pair_offset: int = 0
 
 
 class BatchSampler:
     """Draws :class:`Batch` objects from :class:`TrainData` with a seeded numpy generator."""
 
     def __init__(
-        self, data: TrainData, batch_pairs: int, batch_unpaired: int, seed: int, device: Any
+        self,
+        data: TrainData,
+        batch_pairs: int,
+        batch_unpaired: int,
+        seed: int,
+        device: Any,
+        comm: Comm = LOCAL,
     ) -> None:
         self.data = data
+        self.comm = comm
         self.batch_pairs = int(batch_pairs)
         self.batch_unpaired = int(batch_unpaired)
         self.device = device
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self._all_pairs: tuple[Tensor, Tensor] | None = None
+        self._pair_offset = 0
 
     @property
     def unpaired_size(self) -> int:
@@ -125,26 +146,38 @@ class BatchSampler:
     def _draw(self, n: int, m: int) -> np.ndarray:
         return np.sort(self.rng.choice(n, size=m, replace=False))
 
+    def _mine(self, idx: np.ndarray) -> tuple[np.ndarray, int]:
+        """This rank's block of the global rows ``idx`` and its offset (all of it for one)."""
+        if not self.comm.sharded:
+            return idx, 0
+        start, stop = row_block(len(idx), self.comm.world_size, self.comm.rank)
+        return idx[start:stop], start
+
     def next(self) -> Batch:
         d = self.data
+        c = self.comm
         if d.n_pairs <= self.batch_pairs:
-            if self._all_pairs is None:  # all pairs every step: gather them once
-                a_all = d.images.gather(None, self.device)
-                self._all_pairs = (a_all, d.texts.gather(None, self.device))
-            a, b = self._all_pairs
             idx_p = None
+            if self._all_pairs is None:  # all pairs every step: gather them once
+                mine, self._pair_offset = self._mine(np.arange(d.n_pairs))
+                rows = None if not c.sharded else mine
+                a_all = d.images.gather(rows, self.device)
+                self._all_pairs = (a_all, d.texts.gather(rows, self.device))
+            a, b = self._all_pairs
+            offset = self._pair_offset
         else:
             idx_p = self._draw(d.n_pairs, self.batch_pairs)
-            a, b = d.images.gather(idx_p, self.device), d.texts.gather(idx_p, self.device)
+            mine, offset = self._mine(idx_p)
+            a, b = d.images.gather(mine, self.device), d.texts.gather(mine, self.device)
         m = self.unpaired_size
         if m == 0:
-            return Batch(a, b, idx_pairs=idx_p)
+            return Batch(a, b, idx_pairs=idx_p, comm=c, pair_offset=offset)
         assert d.unpaired_images is not None and d.unpaired_texts is not None
         ix = self._draw(len(d.unpaired_images), m)
         iy = self._draw(len(d.unpaired_texts), m)
-        x = d.unpaired_images.gather(ix, self.device)
-        y = d.unpaired_texts.gather(iy, self.device)
-        return Batch(a, b, x, y, idx_p, ix, iy)
+        x = d.unpaired_images.gather(self._mine(ix)[0], self.device)
+        y = d.unpaired_texts.gather(self._mine(iy)[0], self.device)
+        return Batch(a, b, x, y, idx_p, ix, iy, comm=c, pair_offset=offset)
 
     def state(self) -> dict[str, Any]:
         return self.rng.bit_generator.state

@@ -13,6 +13,13 @@ Checkpoints hold the weights, the optimiser state, the sampler's and torch's RNG
 step and the best-so-far weights; they are written atomically (a temporary folder renamed into
 place), so ``resume=True`` continues a killed run and ends with the same weights as an
 uninterrupted one. Nothing is pickled: tensors go to safetensors, the rest to JSON.
+
+Under ``torchrun`` (an initialised default process group) the trainer runs sharded: every rank
+draws the same global batch and reads its rows (:mod:`.data`), computes its share of the loss
+(:mod:`.objective`), and the parameter gradients are summed over ranks (one all-reduce of one
+flat buffer per step), so every rank takes the same optimiser step and holds the same model —
+the one a single process trains. Rank 0 alone writes checkpoints; every rank can resume from
+them (a shared folder); logged losses are the whole batch's.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from ..errors import ConfigError, SotalignError
 from ..eval import paired_rank_metrics, selection_key
 from ..io import atomic_dir
 from ..models import AlignmentModel
+from ..parallel import Comm
 from .config import TrainConfig
 from .data import Batch, BatchSampler, TrainData
 
@@ -167,6 +175,12 @@ class Trainer:
         keep_checkpoints: int = 2,
     ) -> None:
         self.config = config
+        self.comm = Comm.from_group()
+        if self.comm.sharded and not getattr(objective, "shardable", False):
+            raise ConfigError(
+                f"this method's training objective ({type(objective).__name__}) does not run"
+                " sharded over processes; run it without torchrun"
+            )
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         if model.teacher is not None:
@@ -175,9 +189,10 @@ class Trainer:
         self.data = data
         self.val = val
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.progress = progress
+        self.progress = progress and self.comm.rank == 0
         self.keep_checkpoints = keep_checkpoints
         params = [p for p in model.parameters() if p.requires_grad]
+        self.params = params
         if config.optimizer == "lion":
             self.opt: torch.optim.Optimizer = Lion(
                 params, lr=config.lr, weight_decay=config.weight_decay
@@ -185,14 +200,41 @@ class Trainer:
         else:
             self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.sampler = BatchSampler(
-            data, config.batch_pairs, config.batch_unpaired, config.seed, self.device
+            data, config.batch_pairs, config.batch_unpaired, config.seed, self.device, self.comm
         )
+        self._check_shardable()
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best_score: float | None = None
         self.best_mrr: float | None = None
         self.best_step: int | None = None
         self.best_state: dict[str, Tensor] | None = None
+
+    def _check_shardable(self) -> None:
+        """Every rank needs at least one row of the paired and of the unpaired batch."""
+        w = self.comm.world_size
+        if w == 1:
+            return
+        pairs = min(self.data.n_pairs, self.config.batch_pairs)
+        unpaired = self.sampler.unpaired_size
+        if pairs < w or (unpaired and unpaired < w):
+            raise ConfigError(
+                f"{w} processes need at least {w} pairs and {w} unpaired rows per batch"
+                f" (got {pairs} and {unpaired}); use fewer processes"
+            )
+
+    def _sum_gradients(self) -> None:
+        """Sum the parameter gradients over ranks (one all-reduce of one flat buffer)."""
+        if not self.comm.sharded:
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        flat = self.comm.sum_(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     # -- checkpointing ------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -303,7 +345,8 @@ class Trainer:
                 g["lr"] = lr
             batch = self.sampler.next()
             loss, logs = self.objective(self.model, batch)
-            if not torch.isfinite(loss):
+            total = self.comm.sum_float(loss.detach())  # the whole batch's loss (every rank)
+            if not math.isfinite(total):
                 where = (
                     f"; the last good checkpoint is in {self.checkpoint_dir}"
                     if self.checkpoint_dir
@@ -316,10 +359,11 @@ class Trainer:
                 )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            self._sum_gradients()
             self.opt.step()
             self.step += 1
             done_here += 1
-            logs = {"step": self.step, "loss": float(loss.detach()), "lr": lr, **logs}
+            logs = {"step": self.step, "loss": total, "lr": lr, **logs}
             self._maybe_validate(logs)
             self.history.append(logs)
             bar.update(1)
@@ -327,6 +371,7 @@ class Trainer:
                 bar.set_postfix(_postfix(logs), refresh=False)
             if (
                 self.checkpoint_dir is not None
+                and self.comm.rank == 0
                 and cfg.checkpoint_every
                 and (self.step % cfg.checkpoint_every == 0 or self.step == end)
             ):
