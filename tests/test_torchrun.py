@@ -1,0 +1,194 @@
+"""`sotalign fit` under torchrun (gloo, CPU) trains the same model as one process.
+
+* 2 processes (``torchrun --standalone --nproc-per-node=2``) against 1 process with the same
+  settings: the same global batches are drawn, each rank holds half of every batch's rows and of
+  the OT plan, gradients are summed over ranks; weights and encoded outputs agree to 1e-4.
+* One rank killed with SIGKILL mid-fit: torchrun stops the other one, and ``--resume`` (two
+  processes again) ends with the weights of the uninterrupted two-process run.
+* Two "nodes" on localhost (two torchrun invocations, ``--nnodes=2``, c10d rendezvous) train the
+  same model as the standalone two-process run.
+
+Every process runs with one thread, so the whole file needs no more than the two CPU cores of CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+STEPS = 24
+CHECKPOINT_EVERY = 4
+KILL_AT = 10  # optimiser steps done when rank 1 is killed: past checkpoint 8, before 12
+ARGS = [
+    "--set", f"steps={STEPS}",
+    "--set", "dim=16",
+    "--set", "alpha=0.1",
+    "--set", "batch_unpaired=96",
+    "--set", "sinkhorn_iters=20",
+    "--set", "early_stopping=false",
+    "--checkpoint-every", str(CHECKPOINT_EVERY),
+    "--quiet",
+]  # fmt: skip
+INPUTS = [
+    "--paired-images", "A.npy", "--paired-texts", "B.npy",
+    "--unpaired-images", "X.npy", "--unpaired-texts", "Y.npy",
+]  # fmt: skip
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+# Rank 1 holds still after optimiser step KILL_AT (the test kills it there); rank 0 runs on
+# and blocks in the next step's all-reduce, so both are stopped at the same point every time.
+WRAPPER = """
+import os, runpy, sys, time
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+kill_at, marker = int(sys.argv[1]), sys.argv[2]
+steps = 0
+
+def hold(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == kill_at and os.environ.get("RANK") == "1":
+        with open(marker + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
+        while True:  # until the test kills this process
+            time.sleep(60)
+
+register_optimizer_step_post_hook(hold)
+sys.argv = ["sotalign", *sys.argv[3:]]
+runpy.run_module("sotalign", run_name="__main__", alter_sys=True)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", SOTALIGN_DIST_TIMEOUT="120")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def _fit(out: str, *extra: str) -> list[str]:
+    return ["-m", "sotalign", "fit", *INPUTS, "--out", out, *ARGS, *extra]
+
+
+def _standalone(nproc: int) -> list[str]:
+    return [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}"]
+
+
+def _weights(folder: Path) -> dict[str, np.ndarray]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, two_view) -> Path:
+    """Inputs, and the reference fits every test compares with (one and two processes)."""
+    root = tmp_path_factory.mktemp("torchrun")
+    A, B = two_view.pairs(60, 1)
+    X, Y = two_view.unpaired(301, 257, 2)  # odd pool sizes: uneven row blocks
+    for name, arr in dict(A=A, B=B, X=X, Y=Y, T=two_view.pairs(40, 3)[0]).items():
+        np.save(root / f"{name}.npy", arr)
+    _run([sys.executable, *_fit("one")], root)
+    _run([*_standalone(2), *_fit("two")], root)
+    return root
+
+
+def test_two_processes_train_the_model_of_one(work):
+    one, two = _weights(work / "one"), _weights(work / "two")
+    assert _max_diff(two, one) <= 1e-4
+    for model in ("one", "two"):
+        _run([sys.executable, "-m", "sotalign", "encode", "--model", model,
+              "--images", "T.npy", "--out", f"enc-{model}.npy"], work)  # fmt: skip
+    e1, e2 = np.load(work / "enc-one.npy"), np.load(work / "enc-two.npy")
+    assert e1.shape == e2.shape == (40, 16)
+    assert float(np.abs(e1 - e2).max()) <= 1e-4
+    history = json.loads((work / "two" / "history.json").read_text())
+    assert history["training"] == {"world_size": 2, "backend": "gloo"}
+    one_hist = json.loads((work / "one" / "history.json").read_text())
+    assert one_hist["training"] == {"world_size": 1, "backend": "none"}
+    # the logged losses are the whole batch's, not one rank's share
+    l1 = [s["loss"] for s in one_hist["steps"]]
+    l2 = [s["loss"] for s in history["steps"]]
+    assert len(l1) == len(l2) == STEPS
+    np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_resume_after_one_rank_is_killed(work):
+    (work / "hold.py").write_text(WRAPPER)
+    marker = work / "rank1.pid"
+    cmd = [*_standalone(2), "hold.py", str(KILL_AT), str(marker), *_fit("run")[2:]]
+    proc = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"rank 1 never reached step {KILL_AT}: {proc.communicate()[0]}"
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        output, _ = proc.communicate(timeout=180)  # torchrun stops rank 0 and exits
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, output
+    run = work / "run"
+    assert not (run / "model.safetensors").exists()
+    steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+    assert steps and steps[-1] == 8, steps  # steps 9-10 are lost and must be redone
+
+    _run([*_standalone(2), *_fit("run", "--resume")], work)
+    resumed, uninterrupted = _weights(run), _weights(work / "two")
+    assert _max_diff(resumed, uninterrupted) <= 1e-6
+    assert _max_diff(resumed, _weights(work / "one")) <= 1e-4
+
+
+def test_two_nodes_on_localhost(work):
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        cmd = [*TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+               "--rdzv-id=sotalign-test", *_fit("nodes")]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    assert json.loads((work / "nodes" / "history.json").read_text())["training"] == {
+        "world_size": 2,
+        "backend": "gloo",
+    }
+    assert _max_diff(_weights(work / "nodes"), _weights(work / "two")) <= 1e-6
