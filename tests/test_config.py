@@ -9,7 +9,14 @@ import json
 import pytest
 
 from sotalign import SOTAlign
-from sotalign.config import DEFAULTS, FLAT, PARAM_NAMES, SOTAlignConfig, load_params
+from sotalign.config import (
+    DEFAULTS,
+    FLAT,
+    PARAM_NAMES,
+    RECIPE_FIELDS,
+    SOTAlignConfig,
+    load_params,
+)
 from sotalign.errors import ConfigError, InputError
 from sotalign.ot import KLOTConfig
 from sotalign.training import TrainConfig
@@ -21,7 +28,10 @@ def test_estimator_signature_is_the_config_tree():
     assert set(params) == set(PARAM_NAMES)
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
     flat = DEFAULTS.to_flat()
-    assert {n: p.default for n, p in params.items()} == flat
+    # the schedule parameters default to None ("the recipe's value"); the rest are the tree's
+    assert {n: p.default for n, p in params.items()} == {
+        n: None if n in RECIPE_FIELDS else v for n, v in flat.items()
+    }
     # and the tree's defaults are the dataclasses' own (no second copy anywhere)
     assert flat["eps"] == KLOTConfig().eps and flat["sinkhorn_iters"] == KLOTConfig().n_iter
     assert flat["steps"] == TrainConfig().steps and flat["alpha"] == "auto"

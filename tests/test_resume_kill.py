@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from sotalign.methods.plan import PROBE_STEPS
+
 CHECKPOINT_EVERY = 3
-KILL_AT = 11  # optimiser steps done when killed: past checkpoint 9, before checkpoint 12
+# optimiser steps done when killed: the fit's timing probe (PROBE_STEPS, on a throw-away
+# model), then 11 training steps: past checkpoint 9, before checkpoint 12
+KILL_AT = PROBE_STEPS + 11
 LAST_CHECKPOINT = 9
 
 ARGS = [

@@ -26,9 +26,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import sotalign
+from sotalign.methods.plan import PROBE_STEPS
+
 STEPS = 24
 CHECKPOINT_EVERY = 4
-KILL_AT = 10  # optimiser steps done when rank 1 is killed: past checkpoint 8, before 12
+# optimiser steps done when rank 1 is killed: the timing probe's, then 10 training steps (past
+# checkpoint 8, before 12)
+KILL_AT = PROBE_STEPS + 10
 ARGS = [
     "--set", f"steps={STEPS}",
     "--set", "dim=16",
@@ -128,9 +133,12 @@ def test_two_processes_train_the_model_of_one(work):
     assert e1.shape == e2.shape == (40, 16)
     assert float(np.abs(e1 - e2).max()) <= 1e-4
     history = json.loads((work / "two" / "history.json").read_text())
-    assert history["training"] == {"world_size": 2, "backend": "gloo"}
+    run = {k: history["training"][k] for k in ("world_size", "backend")}
+    assert run == {"world_size": 2, "backend": "gloo"}
     one_hist = json.loads((work / "one" / "history.json").read_text())
-    assert one_hist["training"] == {"world_size": 1, "backend": "none"}
+    run = {k: one_hist["training"][k] for k in ("world_size", "backend")}
+    assert run == {"world_size": 1, "backend": "none"}
+    assert history["training"]["plan"]["steps"] == one_hist["training"]["plan"]["steps"] == STEPS
     # the logged losses are the whole batch's, not one rank's share
     l1 = [s["loss"] for s in one_hist["steps"]]
     l2 = [s["loss"] for s in history["steps"]]
@@ -187,8 +195,20 @@ def test_two_nodes_on_localhost(work):
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
-    assert json.loads((work / "nodes" / "history.json").read_text())["training"] == {
-        "world_size": 2,
-        "backend": "gloo",
-    }
+    training = json.loads((work / "nodes" / "history.json").read_text())["training"]
+    assert (training["world_size"], training["backend"]) == (2, "gloo")
     assert _max_diff(_weights(work / "nodes"), _weights(work / "two")) <= 1e-6
+
+
+def test_bad_input_fails_on_every_rank_with_one_line(work):
+    cmd = [*_standalone(2), *_fit("bad")]
+    cmd[cmd.index("X.npy")] = "missing.npy"
+    proc = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert [e.split(":", 2)[1] for e in errors] == [" rank 0/2", " rank 1/2"], proc.stderr
+    assert errors[0].split(":", 2)[2] == errors[1].split(":", 2)[2]
+    assert "missing.npy" in errors[0]
+    package = Path(sotalign.__file__).parent
+    assert f'File "{package}' not in proc.stderr  # no traceback through our code
+    assert not (work / "bad").exists()

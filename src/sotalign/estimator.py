@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import DEFAULTS, PARAM_NAMES, SOTAlignConfig
+from .config import DEFAULTS, PARAM_NAMES, RECIPE_FIELDS, SOTAlignConfig
 from .errors import ConfigError, InputError, SotalignError, closest
 from .eval import retrieval_metrics
 from .io import (
@@ -50,15 +50,22 @@ __all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "SOTAlign"]
 
 FORMAT_VERSION = 1
 
-_D = DEFAULTS.to_flat()
+_D: dict[str, Any] = {**DEFAULTS.to_flat(), **dict.fromkeys(RECIPE_FIELDS)}  # None: the recipe's
 
 
 class SOTAlign:
     """Semi-supervised alignment of two frozen encoders (SOTAlign, SPEC §1-§3).
 
-    Parameters (all optional; the paper's defaults, written once in
-    :data:`sotalign.config.DEFAULTS`)
+    Parameters (all optional; defaults written once in :data:`sotalign.config.DEFAULTS` and
+    :data:`sotalign.config.RECIPES`)
     ----------------------------------------------------------------------------------------
+    recipe: the training schedule of the parameters left at ``None`` (``steps``, ``lr``,
+        ``optimizer``, ``dim``, ``batch_unpaired``, ``alpha_grid``, ``head``): ``paper``
+        (below), ``cpu`` (300 AdamW steps at lr 1e-3, d = 512, unpaired batches of 1,024,
+        α ∈ {1, 0.1}, teacher-initialised heads for SOTAlign) or ``auto`` (default: ``paper``
+        on CUDA, ``cpu`` otherwise). Explicit values always win.
+    budget: a time for the whole fit (seconds, or ``"10m"``, ``"1.5h"``): a few timed steps
+        estimate the cost of a step and the steps per training are lowered to fit it.
     method: ``sotalign`` | ``sail`` | ``semisup_sail`` | ``cca`` | ``procrustes`` |
         ``contrastive`` | a registered baseline (``sotalign methods``).
     teacher, teacher_reg: linear teacher (``cca`` with ridge 0.1, ``procrustes``,
@@ -82,8 +89,9 @@ class SOTAlign:
     checkpoint_dir, checkpoint_every: periodic resumable checkpoints of the final training.
     method_params: extra options of a baseline method.
 
-    Attributes after ``fit``: ``aligner_``, ``selection_``, ``train_history_``, ``n_pairs_``,
-    ``n_unpaired_``, ``d_x_``, ``d_y_``, ``fit_seconds_``.
+    Attributes after ``fit``: ``aligner_``, ``selection_``, ``train_history_``, ``plan_`` (the
+    planned trainings, steps and expected time; ``None`` for methods that do not plan),
+    ``n_pairs_``, ``n_unpaired_``, ``d_x_``, ``d_y_``, ``fit_seconds_``.
     """
 
     def __init__(
@@ -92,24 +100,24 @@ class SOTAlign:
         method: str = _D["method"],
         teacher: str = _D["teacher"],
         teacher_reg: float = _D["teacher_reg"],
-        dim: int = _D["dim"],
-        head: str = _D["head"],
+        dim: int | None = _D["dim"],
+        head: str | None = _D["head"],
         sup_loss: str = _D["sup_loss"],
         divergence: str = _D["divergence"],
         alpha: float | str = _D["alpha"],
-        alpha_grid: Sequence[float] = _D["alpha_grid"],
+        alpha_grid: Sequence[float] | None = _D["alpha_grid"],
         eps: float = _D["eps"],
         eps_teacher: float = _D["eps_teacher"],
         sinkhorn_iters: int = _D["sinkhorn_iters"],
         sinkhorn_tol: float | None = _D["sinkhorn_tol"],
         ot_mode: str = _D["ot_mode"],
-        steps: int = _D["steps"],
-        lr: float = _D["lr"],
+        steps: int | None = _D["steps"],
+        lr: float | None = _D["lr"],
         weight_decay: float = _D["weight_decay"],
         warmup: float = _D["warmup"],
-        optimizer: str = _D["optimizer"],
+        optimizer: str | None = _D["optimizer"],
         batch_pairs: int = _D["batch_pairs"],
-        batch_unpaired: int = _D["batch_unpaired"],
+        batch_unpaired: int | None = _D["batch_unpaired"],
         ginfonce_temperature: float = _D["ginfonce_temperature"],
         val_fraction: float = _D["val_fraction"],
         early_stopping: bool = _D["early_stopping"],
@@ -121,6 +129,8 @@ class SOTAlign:
         checkpoint_dir: str | None = _D["checkpoint_dir"],
         checkpoint_every: int = _D["checkpoint_every"],
         method_params: dict[str, Any] | None = _D["method_params"],
+        recipe: str = _D["recipe"],
+        budget: float | str | None = _D["budget"],
     ) -> None:
         given = locals()
         for name in PARAM_NAMES:
@@ -179,6 +189,7 @@ class SOTAlign:
         self.aligner_ = result.aligner
         self.selection_: list[dict[str, Any]] = result.selection
         self.train_history_: list[dict[str, float]] = result.history
+        self.plan_: dict[str, Any] | None = result.plan
         self.n_pairs_ = data.n_pairs
         self.n_unpaired_ = (
             (len(data.unpaired_images), len(data.unpaired_texts)) if data.has_unpaired else (0, 0)
@@ -243,7 +254,8 @@ class SOTAlign:
                 "(--overwrite) or choose another folder"
             )
         path.mkdir(parents=True, exist_ok=True)
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        resolved = self.config().to_flat()  # the recipe's values written out, not None
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
         cfg = {
             "format_version": FORMAT_VERSION,
             "library": "sotalign",

@@ -32,12 +32,14 @@ from .console import console, print_metrics
 DEMO_SETTINGS: dict[str, Any] = {
     "sotalign": {
         "steps": 300,
+        "optimizer": "lion",
         "lr": 1e-4,
         "dim": 512,
         "head": "teacher",
+        "batch_unpaired": 4096,
         "alpha_grid": (0.1, 0.01),
     },
-    "sail": {"steps": 300, "lr": 1e-3, "dim": 512, "head": "linear"},
+    "sail": {"steps": 300, "optimizer": "lion", "lr": 1e-3, "dim": 512, "head": "linear"},
 }
 
 

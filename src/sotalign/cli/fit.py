@@ -54,8 +54,23 @@ def fit(
     ] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: off).")] = 200,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Time for the whole fit (600, 90s, 10m, 1.5h): steps are planned to fit."
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Schedule of the unset parameters: auto (paper on CUDA, else cpu), paper, cpu."
+        ),
+    ] = None,
 ) -> None:
     """Fit an aligner on embedding files and save it to OUT.
+
+    Before training, fit times a few steps and prints its plan ("3 candidates + refit × 300
+    steps, about 4 min on cpu"); with --budget the steps are lowered to fit the time.
 
     Under torchrun (torchrun --nproc-per-node=N -m sotalign fit ...) the N processes train one
     model, each holding 1/N of every batch's rows and of the OT plan; rank 0 writes OUT."""
@@ -64,6 +79,10 @@ def fit(
     params["method"] = method
     if seed is not None:
         params["seed"] = seed
+    if budget is not None:
+        params["budget"] = budget
+    if recipe is not None:
+        params["recipe"] = recipe
     params.setdefault("progress", not quiet)
     params.setdefault("checkpoint_dir", str(out / "checkpoints"))
     params.setdefault("checkpoint_every", checkpoint_every)
@@ -96,7 +115,7 @@ def fit(
             shutdown()
             return
         est.save(out, overwrite=True)
-        run = {"world_size": est.world_size_, "backend": est.backend_}
+        run = {"world_size": est.world_size_, "backend": est.backend_, "plan": est.plan_}
         write_history(out, est.train_history_, est.selection_, training=run)
     shutdown()
     if est.selection_:

@@ -35,6 +35,7 @@ class MethodResult:
     aligner: Aligner
     selection: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
 
 
 FitFn = Callable[[SOTAlignConfig, TrainData, bool], MethodResult]

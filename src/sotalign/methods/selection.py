@@ -32,7 +32,7 @@ from ..eval import paired_rank_metrics, selection_key
 from ..io import write_json_atomic
 from ..models import Aligner
 from ..parallel import is_writer
-from ..training import TrainData, ValData
+from ..training import TrainData, ValData, current_progress
 
 __all__ = [
     "Candidate",
@@ -161,6 +161,7 @@ def select(
     if table is None:
         table = []
         for i, c in enumerate(candidates):
+            _stage(f"candidate {i + 1}/{len(candidates)}: {c.name}")
             f = c.fit(split.train, split.val, None, single_final)
             r1, mrr = f.score if f.score is not None else score_aligner(f.aligner, split.val)
             fitted[i] = f
@@ -186,5 +187,13 @@ def select(
     if not refit:
         f = fitted.get(best_i) or cand.fit(split.train, split.val, None, single_final)
         return Selection(f.aligner, table, f.history)
+    _stage(f"refit on all pairs: {cand.name}")
     f = cand.fit(data, None, table[best_i]["best_step"], True)
     return Selection(f.aligner, table, f.history)
+
+
+def _stage(label: str) -> None:
+    """Name the running training on the fit's progress bar (if one is shown)."""
+    progress = current_progress()
+    if progress is not None:
+        progress.stage(label)

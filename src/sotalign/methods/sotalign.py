@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 from ..config import SOTAlignConfig
 from ..models import LinearTeacher
-from ..training import TrainData, ValData, objective_from_config
+from ..training import TrainConfig, TrainData, ValData, fit_progress, objective_from_config
 from .common import fit_teacher, heads_candidate, table_file
+from .plan import plan_fit, time_step
 from .registry import MethodResult, MethodSpec, register_method
 from .selection import Candidate, Fitted, Split, carve_validation, select
 
@@ -50,35 +51,53 @@ def fit_sotalign(
             "no unpaired data (or divergence 'none'): training SigLIP on pairs only", stacklevel=3
         )
     teacher_for = _teacher_cache(cfg)
+    with_teacher = uses_div or auto
 
-    def heads(alpha: float, name: str) -> Candidate:
+    def heads(alpha: float, name: str, train: TrainConfig) -> Candidate:
         objective = objective_from_config(train, alpha)
 
         def build(d: TrainData) -> tuple[TrainData, object, LinearTeacher | None]:
-            return d, objective, teacher_for(d) if (uses_div or auto) else None
+            return d, objective, teacher_for(d) if with_teacher else None
 
         return heads_candidate(cfg, name, build, train, resume, {"alpha": alpha})
 
+    def probe(d: TrainData, alpha: float, train: TrainConfig = train) -> Callable[[], float]:
+        """Seconds per step of the costliest candidate (the largest α) on ``d``."""
+        objective = objective_from_config(train, alpha)
+        return lambda: time_step(cfg, train, d, objective, teacher_for(d) if with_teacher else None)
+
     if not auto:
+        alpha = float(cfg.alpha)
         split = carve_validation(data, cfg.val_fraction, train.seed, cfg.early_stopping)
-        sel = select(
-            [heads(float(cfg.alpha), f"alpha={float(cfg.alpha):g}")], data, split, refit=False
+        train, plan = plan_fit(
+            cfg, train, trainings=1, candidates=1, probe=probe(split.train, alpha), resume=resume
         )
-        return MethodResult(sel.aligner, [], sel.history)
+        with fit_progress(plan.trainings * plan.steps, cfg.progress):
+            sel = select([heads(alpha, f"alpha={alpha:g}", train)], data, split, refit=False)
+        return MethodResult(sel.aligner, [], sel.history, plan.as_dict())
 
     def teacher_alone(
         d: TrainData, val: ValData | None, stop_at: int | None, final: bool
     ) -> Fitted:
         return Fitted(teacher_for(d))
 
-    candidates = [Candidate(f"teacher:{cfg.teacher}", teacher_alone, {"alpha": None})]
     alphas = [0.0] + (list(cfg.alpha_grid) if uses_div else [])
-    candidates += [heads(a, f"alpha={a:g}") for a in alphas]
     split = Split.of(data, cfg.val_fraction, train.seed)
-    sel = select(
-        candidates, data, split, refit=cfg.refit, table_file=table_file(cfg), resume=resume
+    table = table_file(cfg)
+    cached = resume and table is not None and table.is_file()  # the selection is already done
+    train, plan = plan_fit(
+        cfg,
+        train,
+        trainings=(0 if cached else len(alphas)) + int(cfg.refit),
+        candidates=len(alphas),
+        probe=probe(split.train, max(alphas)),
+        resume=resume,
     )
-    return MethodResult(sel.aligner, sel.table, sel.history)
+    candidates = [Candidate(f"teacher:{cfg.teacher}", teacher_alone, {"alpha": None})]
+    candidates += [heads(a, f"alpha={a:g}", train) for a in alphas]
+    with fit_progress(plan.trainings * plan.steps, cfg.progress):
+        sel = select(candidates, data, split, refit=cfg.refit, table_file=table, resume=resume)
+    return MethodResult(sel.aligner, sel.table, sel.history, plan.as_dict())
 
 
 register_method(

@@ -3,7 +3,8 @@
 * :mod:`.config` — :class:`TrainConfig`, the typed options of one training run;
 * :mod:`.data` — embedding pools and the seeded batch sampler;
 * :mod:`.objective` — the SOTAlign objective ``L_sup + α·D(K ‖ K*)``;
-* :mod:`.trainer` — the generic :class:`Trainer` (any objective), validation, checkpoints.
+* :mod:`.trainer` — the generic :class:`Trainer` (any objective), validation, checkpoints;
+* :mod:`.progress` — one progress bar for a whole fit (every candidate's training).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from .config import TrainConfig
 from .data import Batch, BatchSampler, EmbeddingPool, TrainData
 from .objective import SOTAlignObjective, objective_from_config
+from .progress import FitProgress, current_progress, fit_progress
 from .trainer import (
     Objective,
     Trainer,
@@ -27,6 +29,7 @@ __all__ = [
     "Batch",
     "BatchSampler",
     "EmbeddingPool",
+    "FitProgress",
     "Objective",
     "SOTAlignObjective",
     "TrainConfig",
@@ -35,6 +38,8 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "ValData",
+    "current_progress",
+    "fit_progress",
     "latest_checkpoint",
     "lr_at",
     "objective_from_config",

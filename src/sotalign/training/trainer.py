@@ -47,6 +47,7 @@ from ..models import AlignmentModel
 from ..parallel import Comm
 from .config import TrainConfig
 from .data import Batch, BatchSampler, TrainData
+from .progress import current_progress
 
 Objective = Callable[[AlignmentModel, Batch], tuple[Tensor, dict[str, float]]]
 
@@ -327,14 +328,17 @@ class Trainer:
                 self.load_checkpoint(last)
         t0 = time.perf_counter()
         end = cfg.steps if stop_at is None else max(1, min(int(stop_at), cfg.steps))
+        shared = current_progress()  # inside a whole fit: advance its one bar
         bar = tqdm(
             total=end,
             initial=self.step,
-            disable=not self.progress,
+            disable=not self.progress or shared is not None,
             desc="train",
             dynamic_ncols=True,
             leave=False,
         )
+        if shared is not None and self.step:
+            shared.advance(self.step)  # resumed: these steps are done
         done_here = 0
         self.model.train()
         while self.step < end:
@@ -367,7 +371,9 @@ class Trainer:
             self._maybe_validate(logs)
             self.history.append(logs)
             bar.update(1)
-            if self.progress:
+            if shared is not None:
+                shared.advance(1, ", ".join(f"{k}={v}" for k, v in _postfix(logs).items()))
+            elif self.progress:
                 bar.set_postfix(_postfix(logs), refresh=False)
             if (
                 self.checkpoint_dir is not None
@@ -377,6 +383,8 @@ class Trainer:
             ):
                 self.save_checkpoint()
         bar.close()
+        if shared is not None and stop_after is None:
+            shared.skip(cfg.steps - self.step)  # planned for the full schedule, stopped before
         return TrainResult(
             self.history,
             self.best_step,
