@@ -1,11 +1,11 @@
 """A `sotalign fit` killed with SIGKILL at a fixed step and resumed ends with the same
 weights, bit for bit, as an uninterrupted run with the same seed.
 
-The killed run is `python -m sotalign fit` started through a small wrapper that counts
-optimiser steps (a global torch optimiser hook, so it does not depend on where the trainer
-lives); after step KILL_AT it writes a marker file and holds still, and the test kills it
-there. KILL_AT lies between two checkpoints, so the resumed run restarts from the last one and
-redoes the lost steps: the kill point, and so the test, is the same on every run.
+The killed run is `python -m sotalign fit` started through a small wrapper
+(``hold_helpers.py``) that counts optimiser steps; after step KILL_AT it writes a marker file
+and holds still, and the test kills it there. KILL_AT lies between two checkpoints, so the
+resumed run restarts from the last one and redoes the lost steps: the kill point, and so the
+test, is the same on every run.
 """
 
 import os
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from hold_helpers import write_hold_wrapper
 from sotalign.methods.plan import PROBE_STEPS
 
 CHECKPOINT_EVERY = 3
@@ -66,30 +67,6 @@ def fit_cmd(out):
     ]
 
 
-# Runs `python -m sotalign ARGS...`, holding still (until killed) after optimiser step KILL_AT.
-WRAPPER = """
-import os, runpy, sys
-from torch.optim.optimizer import register_optimizer_step_post_hook
-
-kill_at, marker = int(sys.argv[1]), sys.argv[2]
-steps = 0
-
-def hold_after_kill_at(optimizer, args, kwargs):
-    global steps
-    steps += 1
-    if steps == kill_at:
-        with open(marker + ".tmp", "w") as fh:
-            fh.write(str(steps))
-        os.replace(marker + ".tmp", marker)
-        sys.stdin.read()  # until the test kills us (or goes away and closes the pipe)
-        os._exit(3)
-
-register_optimizer_step_post_hook(hold_after_kill_at)
-sys.argv = ["sotalign", *sys.argv[3:]]
-runpy.run_module("sotalign", run_name="__main__", alter_sys=True)
-"""
-
-
 def _checkpoint_steps(folder: Path) -> list[int]:
     return sorted(
         int(p.name.split("-")[1]) for p in folder.glob("step-*") if (p / "state.json").exists()
@@ -104,22 +81,21 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, two_view):
         np.save(tmp_path / f"{name}.npy", arr)
     subprocess.run(fit_cmd("ref"), cwd=tmp_path, check=True, timeout=600)
 
-    (tmp_path / "hold.py").write_text(WRAPPER)
+    hold = write_hold_wrapper(tmp_path)
     marker = tmp_path / "ready"
-    cmd = [sys.executable, "hold.py", str(KILL_AT), str(marker), *fit_cmd("run")[3:]]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.PIPE)
+    cmd = [sys.executable, str(hold), str(KILL_AT), str(marker), "any", *fit_cmd("run")[3:]]
+    proc = subprocess.Popen(cmd, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 300
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert marker.exists(), f"the run never reached step {KILL_AT} (exit {proc.poll()})"
-        assert proc.poll() is None
+        assert proc.poll() is None and int(marker.read_text()) == proc.pid
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        proc.stdin.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "run" / "model.safetensors").exists()
     # killed mid-interval: steps 10-11 are lost and must be redone from checkpoint 9

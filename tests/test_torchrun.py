@@ -27,6 +27,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import sotalign
+from hold_helpers import write_hold_wrapper
 from sotalign.methods.plan import PROBE_STEPS
 
 STEPS = 24
@@ -49,30 +50,6 @@ INPUTS = [
     "--unpaired-images", "X.npy", "--unpaired-texts", "Y.npy",
 ]  # fmt: skip
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-
-# Rank 1 holds still after optimiser step KILL_AT (the test kills it there); rank 0 runs on
-# and blocks in the next step's all-reduce, so both are stopped at the same point every time.
-WRAPPER = """
-import os, runpy, sys, time
-from torch.optim.optimizer import register_optimizer_step_post_hook
-
-kill_at, marker = int(sys.argv[1]), sys.argv[2]
-steps = 0
-
-def hold(optimizer, args, kwargs):
-    global steps
-    steps += 1
-    if steps == kill_at and os.environ.get("RANK") == "1":
-        with open(marker + ".tmp", "w") as fh:
-            fh.write(str(os.getpid()))
-        os.replace(marker + ".tmp", marker)
-        while True:  # until the test kills this process
-            time.sleep(60)
-
-register_optimizer_step_post_hook(hold)
-sys.argv = ["sotalign", *sys.argv[3:]]
-runpy.run_module("sotalign", run_name="__main__", alter_sys=True)
-"""
 
 
 def _env() -> dict[str, str]:
@@ -148,9 +125,11 @@ def test_two_processes_train_the_model_of_one(work):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_resume_after_one_rank_is_killed(work):
-    (work / "hold.py").write_text(WRAPPER)
+    # rank 1 holds still after step KILL_AT (and is killed there); rank 0 runs on and blocks
+    # in the next step's all-reduce, so both are stopped at the same point every time
+    hold = write_hold_wrapper(work)
     marker = work / "rank1.pid"
-    cmd = [*_standalone(2), "hold.py", str(KILL_AT), str(marker), *_fit("run")[2:]]
+    cmd = [*_standalone(2), str(hold), str(KILL_AT), str(marker), "1", *_fit("run")[2:]]
     proc = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
