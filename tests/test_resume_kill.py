@@ -8,6 +8,7 @@ resumed run restarts from the last one and redoes the lost steps: the kill point
 test, is the same on every run.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,56 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, two_view):
     for k in ref:
         assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape, k
         assert got[k].tobytes() == ref[k].tobytes(), k  # bit-identical, not merely close
+
+
+SELECT_ARGS = [
+    "--set", "steps=12", "--set", "dim=16", "--set", "alpha_grid=[1.0, 0.1]",
+    "--set", "batch_unpaired=96", "--set", "sinkhorn_iters=20",
+    "--checkpoint-every", "3", "--quiet",
+]  # fmt: skip
+SELECT_KILL_AT = PROBE_STEPS + 12 + 7  # in the 2nd trained candidate (alpha=1), past its step 6
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_selection_killed_mid_candidate_resumes_to_the_same_model(tmp_path, two_view):
+    A, B = two_view.pairs(80, 1)
+    X, Y = two_view.unpaired(300, 250, 2)
+    for name, arr in dict(A=A, B=B, X=X, Y=Y).items():
+        np.save(tmp_path / f"{name}.npy", arr)
+    base = fit_cmd("ref")[: -len(ARGS)]
+    subprocess.run([*base, *SELECT_ARGS], cwd=tmp_path, check=True, timeout=600)
+
+    hold = write_hold_wrapper(tmp_path)
+    marker = tmp_path / "ready"
+    run = [*fit_cmd("run")[3 : -len(ARGS)], *SELECT_ARGS]
+    cmd = [sys.executable, str(hold), str(SELECT_KILL_AT), str(marker), "any", *run]
+    proc = subprocess.Popen(cmd, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), f"the run never reached step {SELECT_KILL_AT} (exit {proc.poll()})"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    ckpt = tmp_path / "run" / "checkpoints"
+    rows = json.loads((ckpt / "selection.json").read_text())
+    assert [r["candidate"] for r in rows] == ["teacher:cca", "alpha=0"]  # finished before the kill
+    assert _checkpoint_steps(ckpt / "candidates" / "alpha=1")[-1] == 6  # the interrupted one
+
+    # without --resume: refused, pointing to --resume
+    again = subprocess.run([*base[:-1], "run", *SELECT_ARGS], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 2 and "--resume" in again.stderr
+    subprocess.run([*base[:-1], "run", *SELECT_ARGS, "--resume"], cwd=tmp_path, check=True,
+                   timeout=600)  # fmt: skip
+    ref = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    got = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert got[k].tobytes() == ref[k].tobytes(), k
+    table = json.loads((tmp_path / "run" / "history.json").read_text())["selection"]
+    ref_table = json.loads((tmp_path / "ref" / "history.json").read_text())["selection"]
+    assert table == ref_table and len(table) == 4

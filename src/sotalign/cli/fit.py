@@ -19,7 +19,8 @@ from ..io import (
     validate_training_inputs,
 )
 from ..methods import get_method
-from ..methods.common import table_file
+from ..methods.common import CANDIDATES_DIR, table_file
+from ..methods.plan import PLAN_FILE
 from ..parallel import init_from_env, shutdown
 from ..training.trainer import CKPT_PREFIX
 from .app import app
@@ -150,10 +151,12 @@ def _check_checkpoints(
 
 
 def _checkpoints(ckpt: Path | None, table: Path | None) -> list[Path]:
-    """The checkpoints (``step-*`` folders, the cached selection table) in ``ckpt``."""
+    """The checkpoints in ``ckpt``: ``step-*`` folders, the candidates' checkpoints, the cached
+    selection table and the plan."""
     if ckpt is None or not ckpt.is_dir():
         return []
-    return [p for p in ckpt.iterdir() if p.name.startswith(CKPT_PREFIX) or p == table]
+    state = {table, ckpt / CANDIDATES_DIR, ckpt / PLAN_FILE}
+    return [p for p in ckpt.iterdir() if p.name.startswith(CKPT_PREFIX) or p in state]
 
 
 def _unfinished(out: Path, ckpt: Path | None, found: list[Path]) -> bool:

@@ -3,6 +3,7 @@ turning "train heads with this objective" into a selection :class:`~.select.Cand
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,17 @@ from ..models import AlignmentModel, HeadsAligner, LinearTeacher, make_teacher
 from ..training import Objective, TrainConfig, TrainData, Trainer, ValData
 from .selection import Candidate, Fitted
 
-__all__ = ["fit_teacher", "heads_candidate", "table_file", "train_heads"]
+__all__ = [
+    "CANDIDATES_DIR",
+    "candidate_dir",
+    "fit_teacher",
+    "heads_candidate",
+    "table_file",
+    "train_heads",
+]
+
+CANDIDATES_DIR = "candidates"
+"""Subfolder of the checkpoint folder holding each selection candidate's checkpoints."""
 
 
 def fit_teacher(cfg: SOTAlignConfig, data: TrainData, name: str | None = None) -> LinearTeacher:
@@ -39,11 +50,14 @@ def train_heads(
     final: bool = False,
     resume: bool = False,
     stop_at: int | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> Fitted:
     """Train fresh heads (seeded) on ``data`` with ``objective``; early-stop on ``val``.
 
     ``stop_at`` ends at that step on the schedule of ``train.steps``; ``final`` checkpoints
-    into ``cfg.checkpoint_dir`` (and ``resume`` continues from it)."""
+    into ``cfg.checkpoint_dir``, a selection candidate into ``checkpoint_dir`` (when given);
+    ``resume`` continues from the checkpoints there."""
+    ckpt = cfg.checkpoint_dir if final else checkpoint_dir
     torch.manual_seed(train.seed)
     model = AlignmentModel(data.images.dim, data.texts.dim, cfg.dim, cfg.head, teacher=teacher)
     trainer = Trainer(
@@ -52,10 +66,10 @@ def train_heads(
         data,
         train,
         val=val,
-        checkpoint_dir=cfg.checkpoint_dir if final else None,
+        checkpoint_dir=ckpt,
         progress=cfg.progress,
     )
-    result = trainer.run(resume=resume and final, stop_at=stop_at)
+    result = trainer.run(resume=resume and ckpt is not None, stop_at=stop_at)
     if val is not None and cfg.early_stopping:
         trainer.restore_best()
     model.teacher = None
@@ -78,6 +92,8 @@ def heads_candidate(
     """A candidate that trains heads: ``build(pairs_data)`` gives the data the trainer sees,
     the objective and the teacher for a given set of pairs (all may depend on the pairs)."""
 
+    own = candidate_dir(cfg, name)
+
     def fit(data: TrainData, val: ValData | None, stop_at: int | None, final: bool) -> Fitted:
         tr_data, objective, teacher = build(data)
         return train_heads(
@@ -90,9 +106,19 @@ def heads_candidate(
             final=final,
             resume=resume,
             stop_at=stop_at,
+            checkpoint_dir=own,
         )
 
     return Candidate(name, fit, dict(info or {}))
+
+
+def candidate_dir(cfg: SOTAlignConfig, name: Any) -> Path | None:
+    """Where a selection candidate's training is checkpointed (``candidates/<name>`` beside
+    the final training's checkpoints), so that ``--resume`` continues an interrupted one."""
+    if not cfg.checkpoint_dir:
+        return None
+    slug = re.sub(r"[^A-Za-z0-9=.,_+-]+", "_", str(name)).strip("._") or "candidate"
+    return Path(cfg.checkpoint_dir) / CANDIDATES_DIR / slug
 
 
 def table_file(cfg: SOTAlignConfig) -> Path | None:

@@ -42,6 +42,7 @@ __all__ = [
     "HEADROOM",
     "LONG_FIT_S",
     "MIN_STEPS",
+    "PLAN_FILE",
     "PROBE_STEPS",
     "Plan",
     "device_name",
@@ -58,6 +59,8 @@ MIN_STEPS = 10
 """Fewest steps per training a budget may plan; a smaller budget is refused."""
 LONG_FIT_S = 3600.0
 """Without a budget, a plan longer than this is warned about."""
+PLAN_FILE = "plan.json"
+"""The plan, saved beside the checkpoints (a resumed fit keeps its schedule)."""
 PROBE_REPEATS = 2
 PROBE_STEPS = 1 + PROBE_REPEATS
 """Optimiser steps :func:`time_step` takes (on a throw-away model) before a fit trains."""
@@ -186,7 +189,7 @@ def plan_fit(
 
     The plan is saved beside the checkpoints (``plan.json``) and a resumed fit reuses it, so
     an interrupted budgeted fit resumes on the same schedule."""
-    saved = Path(cfg.checkpoint_dir) / "plan.json" if cfg.checkpoint_dir else None
+    saved = Path(cfg.checkpoint_dir) / PLAN_FILE if cfg.checkpoint_dir else None
     plan: Plan | None = None
     if resume and saved is not None and saved.is_file():
         try:

@@ -13,8 +13,11 @@ and a validation part, :func:`select`
    and stopped at its best validation step (``stop_at``), so the final model sees every pair;
    without, the winner as fitted on the training part is the result.
 
-Only the final fit is checkpointed (and resumable); the selection table is cached beside the
-checkpoints so a resumed run does not select again. The test split is never seen.
+Every training is checkpointed when a checkpoint folder is given (each candidate in its own
+subfolder, the final fit beside them) and the selection table is cached row by row as the
+candidates finish, so ``resume`` skips the finished candidates, continues the interrupted one
+from its last checkpoint and does not select again once it had chosen — ending with the result
+of an uninterrupted run. The test split is never seen.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "Fitted",
     "Selection",
     "Split",
+    "cached_table",
     "carve_validation",
     "score_aligner",
     "select",
@@ -155,12 +159,11 @@ def select(
         return Selection(f.aligner, [], f.history)
     single_final = len(candidates) == 1 and not refit
     fitted: dict[int, Fitted] = {}
-    table: list[dict[str, Any]] | None = None
-    if resume and table_file is not None and table_file.is_file():
-        table = json.loads(table_file.read_text())  # the selection of the interrupted run
-    if table is None:
-        table = []
+    table = cached_table(table_file, [c.name for c in candidates]) if resume else []
+    if not any(row.get("selected") for row in table):
         for i, c in enumerate(candidates):
+            if i < len(table):
+                continue  # scored before the interruption (its row was cached)
             _stage(f"candidate {i + 1}/{len(candidates)}: {c.name}")
             f = c.fit(split.train, split.val, None, single_final)
             r1, mrr = f.score if f.score is not None else score_aligner(f.aligner, split.val)
@@ -174,6 +177,8 @@ def select(
                     "best_step": f.best_step,
                 }
             )
+            if table_file is not None and is_writer():  # a resumed run skips this candidate
+                write_json_atomic(table_file, table)
         best_i = max(
             range(len(table)),
             key=lambda i: selection_key(table[i]["val_mean_R@1"], table[i]["val_MRR"]),
@@ -190,6 +195,30 @@ def select(
     _stage(f"refit on all pairs: {cand.name}")
     f = cand.fit(data, None, table[best_i]["best_step"], True)
     return Selection(f.aligner, table, f.history)
+
+
+def cached_table(table_file: Path | None, names: list[Any]) -> list[dict[str, Any]]:
+    """The rows an interrupted selection cached (one per finished candidate, in order; with a
+    ``selected`` row once it had chosen), checked against the candidates' ``names``."""
+    if table_file is None or not table_file.is_file():
+        return []
+    try:
+        rows = json.loads(table_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{table_file}: cannot read the cached selection ({exc}); start again with --overwrite"
+        ) from exc
+    names = [str(n) for n in names]
+    ok = isinstance(rows, list) and len(rows) <= len(names)
+    if not ok or any(
+        not isinstance(r, dict) or str(r.get("candidate")) != n
+        for r, n in zip(rows, names[: len(rows)], strict=True)
+    ):
+        raise InputError(
+            f"{table_file}: the cached selection is not this fit's (other candidates);"
+            " resume with the same settings, or start again with --overwrite"
+        )
+    return rows
 
 
 def _stage(label: str) -> None:

@@ -20,7 +20,7 @@ from ..training import TrainConfig, TrainData, ValData, fit_progress, objective_
 from .common import fit_teacher, heads_candidate, table_file
 from .plan import plan_fit, time_step
 from .registry import MethodResult, MethodSpec, register_method
-from .selection import Candidate, Fitted, Split, carve_validation, select
+from .selection import Candidate, Fitted, Split, cached_table, carve_validation, select
 
 __all__ = ["fit_sotalign"]
 
@@ -84,17 +84,19 @@ def fit_sotalign(
     alphas = [0.0] + (list(cfg.alpha_grid) if uses_div else [])
     split = Split.of(data, cfg.val_fraction, train.seed)
     table = table_file(cfg)
-    cached = resume and table is not None and table.is_file()  # the selection is already done
+    names = [f"teacher:{cfg.teacher}"] + [f"alpha={a:g}" for a in alphas]
+    rows = cached_table(table, names) if resume else []  # what an interrupted run finished
+    left = 0 if any(r.get("selected") for r in rows) else len(alphas) - max(len(rows) - 1, 0)
     train, plan = plan_fit(
         cfg,
         train,
-        trainings=(0 if cached else len(alphas)) + int(cfg.refit),
+        trainings=left + int(cfg.refit),
         candidates=len(alphas),
         probe=probe(split.train, max(alphas)),
         resume=resume,
     )
-    candidates = [Candidate(f"teacher:{cfg.teacher}", teacher_alone, {"alpha": None})]
-    candidates += [heads(a, f"alpha={a:g}", train) for a in alphas]
+    candidates = [Candidate(names[0], teacher_alone, {"alpha": None})]
+    candidates += [heads(a, name, train) for a, name in zip(alphas, names[1:], strict=True)]
     with fit_progress(plan.trainings * plan.steps, cfg.progress):
         sel = select(candidates, data, split, refit=cfg.refit, table_file=table, resume=resume)
     return MethodResult(sel.aligner, sel.table, sel.history, plan.as_dict())
