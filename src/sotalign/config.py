@@ -97,6 +97,22 @@ def parse_duration(name: str, value: Any) -> float | None:
     return seconds
 
 
+def _check_teacher_reg(value: Any) -> float | str:
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        raise ConfigError(f"teacher_reg must be a number >= 0 or 'auto', got {value!r}")
+    return check_float("teacher_reg", value, lo=0.0)
+
+
+def _check_reg_grid(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(
+            f"teacher_reg_grid must be a non-empty list of numbers >= 0, got {value!r}"
+        )
+    return tuple(check_float("teacher_reg_grid entry", v, lo=0.0) for v in value)
+
+
 def _check_alpha_grid(value: Any) -> tuple[float, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
         raise ConfigError(f"alpha_grid must be a non-empty list of numbers > 0, got {value!r}")
@@ -109,21 +125,23 @@ class SOTAlignConfig:
 
     method: the registered method to fit (checked against the registry when fitting).
     teacher, teacher_reg: the linear teacher (``cca`` with ridge 0.1, ``procrustes``,
-    ``contrastive``). dim, head: output width and head type. alpha: divergence weight, or
-    ``"auto"`` to select it on validation among ``alpha_grid`` (with the teacher alone and
-    α = 0). val_fraction: share of the pairs held out for selection; early_stopping: keep the
-    best validation step; refit: retrain the selected candidate on all pairs. progress:
+    ``contrastive``); ``teacher_reg="auto"`` selects the CCA ridge among ``teacher_reg_grid`` on
+    the validation split of the pairs. dim, head: output width and head type. alpha: divergence
+    weight, or ``"auto"`` to select it on validation among ``alpha_grid`` (with the teacher
+    alone and α = 0). val_fraction: share of the pairs held out for selection; early_stopping:
+    keep the best validation step; refit: retrain the selected candidate on all pairs. progress:
     progress bars. checkpoint_dir: folder of resumable checkpoints of the final training.
-    method_params: options of a baseline method. recipe: the schedule the unset parameters
-    came from (``paper`` or ``cpu``; ``auto`` is resolved when the tree is built from flat
-    names). budget: seconds (or ``"10m"``) the fit should take: the steps per training are
-    planned to fit it (:mod:`sotalign.methods.plan`); ``None``: the configured steps.
-    train: :class:`TrainConfig`.
+    method_params: options of a baseline method. recipe: the schedule the unset parameters came
+    from (``paper`` or ``cpu``; ``auto`` is resolved when the tree is built from flat names).
+    budget: seconds (or ``"10m"``) the fit should take: the steps per training are planned to
+    fit it (:mod:`sotalign.methods.plan`); ``None``: the configured steps. train:
+    :class:`TrainConfig`.
     """
 
     method: str = "sotalign"
     teacher: str = "cca"
-    teacher_reg: float = 0.1
+    teacher_reg: float | str = 0.1
+    teacher_reg_grid: tuple[float, ...] = (0.1, 0.01, 0.001, 1.0)
     dim: int = 1024
     head: str = "linear"
     alpha: float | str = "auto"
@@ -145,7 +163,8 @@ class SOTAlignConfig:
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a method name, got {self.method!r}")
         put("teacher", check_choice("teacher", self.teacher, tuple(TEACHERS)))
-        put("teacher_reg", check_float("teacher_reg", self.teacher_reg, lo=0.0))
+        put("teacher_reg", _check_teacher_reg(self.teacher_reg))
+        put("teacher_reg_grid", _check_reg_grid(self.teacher_reg_grid))
         put("dim", check_int("dim", self.dim, lo=1))
         put("head", check_choice("head", self.head, tuple(HEADS)))
         put("alpha", _check_alpha(self.alpha))
@@ -337,6 +356,7 @@ def load_params(config: Path | None, sets: Sequence[str] | None) -> dict[str, An
                 " see `sotalign fit --help` for the list"
             )
     SOTAlignConfig.from_flat(params)
-    if isinstance(params.get("alpha_grid"), list):
-        params["alpha_grid"] = tuple(params["alpha_grid"])
+    for key in ("alpha_grid", "teacher_reg_grid"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
     return params

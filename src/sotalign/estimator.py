@@ -69,7 +69,8 @@ class SOTAlign:
     method: ``sotalign`` | ``sail`` | ``semisup_sail`` | ``cca`` | ``procrustes`` |
         ``contrastive`` | a registered baseline (``sotalign methods``).
     teacher, teacher_reg: linear teacher (``cca`` with ridge 0.1, ``procrustes``,
-        ``contrastive``).
+        ``contrastive``); ``teacher_reg="auto"`` selects the CCA ridge on the validation split
+        among ``teacher_reg_grid`` (0.1, 0.01, 0.001, 1; ties keep the earlier).
     dim, head: output width (1024) and head type (``linear``, ``mlp`` or ``teacher``).
     sup_loss: ``siglip`` (entry-mean SigLIP on the pairs), ``semisup_siglip`` or ``infonce``.
     divergence: ``klot`` (default), ``cka``, ``ginfonce`` or ``none``.
@@ -91,6 +92,7 @@ class SOTAlign:
 
     Attributes after ``fit``: ``aligner_``, ``selection_``, ``train_history_``, ``plan_`` (the
     planned trainings, steps and expected time; ``None`` for methods that do not plan),
+    ``teacher_search_`` (with ``teacher_reg="auto"``: each ridge's validation scores),
     ``n_pairs_``, ``n_unpaired_``, ``d_x_``, ``d_y_``, ``fit_seconds_``.
     """
 
@@ -99,7 +101,8 @@ class SOTAlign:
         *,
         method: str = _D["method"],
         teacher: str = _D["teacher"],
-        teacher_reg: float = _D["teacher_reg"],
+        teacher_reg: float | str = _D["teacher_reg"],
+        teacher_reg_grid: Sequence[float] = _D["teacher_reg_grid"],
         dim: int | None = _D["dim"],
         head: str | None = _D["head"],
         sup_loss: str = _D["sup_loss"],
@@ -190,6 +193,7 @@ class SOTAlign:
         self.selection_: list[dict[str, Any]] = result.selection
         self.train_history_: list[dict[str, float]] = result.history
         self.plan_: dict[str, Any] | None = result.plan
+        self.teacher_search_: list[dict[str, Any]] = result.teacher_search
         self.n_pairs_ = data.n_pairs
         self.n_unpaired_ = (
             (len(data.unpaired_images), len(data.unpaired_texts)) if data.has_unpaired else (0, 0)
@@ -314,8 +318,9 @@ def _check_config(cfg: dict[str, Any], cfg_path: Path) -> tuple[dict[str, Any], 
     checked: the parameters through :meth:`SOTAlignConfig.from_flat`, the method and the
     aligner kind against their registries, the widths and counts for their types."""
     params = {k: v for k, v in cfg["params"].items() if k in PARAM_NAMES}
-    if isinstance(params.get("alpha_grid"), list):
-        params["alpha_grid"] = tuple(params["alpha_grid"])
+    for key in ("alpha_grid", "teacher_reg_grid"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
     try:
         get_method(SOTAlignConfig.from_flat(params).method)
     except ConfigError as exc:

@@ -29,9 +29,12 @@ def print_metrics(rows: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) 
     console.print(table)
 
 
-def print_selection(rows: list[dict[str, Any]]) -> None:
+def print_selection(
+    rows: list[dict[str, Any]],
+    title: str = "validation selection (held-out pairs; MRR breaks R@1 ties)",
+) -> None:
     """Print a validation selection table (candidates, scores, best step, the selected one)."""
-    table = Table(title="validation selection (held-out pairs; MRR breaks R@1 ties)")
+    table = Table(title=title)
     for col in ("candidate", "val mean R@1", "val MRR", "best step", ""):
         table.add_column(col)
     for r in rows:

@@ -116,9 +116,17 @@ def fit(
             shutdown()
             return
         est.save(out, overwrite=True)
-        run = {"world_size": est.world_size_, "backend": est.backend_, "plan": est.plan_}
+        run = {
+            "world_size": est.world_size_,
+            "backend": est.backend_,
+            "plan": est.plan_,
+            "teacher_search": est.teacher_search_,
+        }
         write_history(out, est.train_history_, est.selection_, training=run)
     shutdown()
+    if est.teacher_search_:
+        rows = [{**r, "candidate": f"cca ridge {r['teacher_reg']:g}"} for r in est.teacher_search_]
+        print_selection(rows, title="teacher ridge (validation pairs; MRR breaks R@1 ties)")
     if est.selection_:
         print_selection(est.selection_)
     console.print(

@@ -8,6 +8,7 @@ then refitted on all pairs for the best number of steps (:func:`train_selected`)
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,8 @@ from ..models import ASIFAligner, CSAAligner
 from ..training import Objective, TrainConfig, TrainData, objective_from_config
 from .common import fit_teacher, heads_candidate, table_file
 from .registry import MethodResult, MethodSpec, register_method
-from .selection import carve_validation, select
+from .selection import Split, carve_validation, select
+from .teacher_search import resolve_teacher_reg
 
 __all__ = ["train_selected"]
 
@@ -63,7 +65,11 @@ def fit_sail(
 
 def _teacher_method(name: str) -> Callable[[SOTAlignConfig, TrainData, bool], MethodResult]:
     def fit(cfg: SOTAlignConfig, data: TrainData, resume: bool) -> MethodResult:
-        return MethodResult(fit_teacher(cfg, data, name))
+        rows: list[dict[str, Any]] = []
+        if name == "cca" and cfg.teacher_reg == "auto":  # the ridge chosen on validation
+            split = Split.of(data, cfg.val_fraction, cfg.train.seed)
+            cfg, rows = resolve_teacher_reg(dataclasses.replace(cfg, teacher="cca"), split)
+        return MethodResult(fit_teacher(cfg, data, name), teacher_search=rows)
 
     return fit
 

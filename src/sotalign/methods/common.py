@@ -33,6 +33,8 @@ def fit_teacher(cfg: SOTAlignConfig, data: TrainData, name: str | None = None) -
     name = name or cfg.teacher
     kwargs: dict[str, Any] = {}
     if name == "cca":
+        if cfg.teacher_reg == "auto":
+            raise ValueError("teacher_reg='auto' must be resolved first (resolve_teacher_reg)")
         kwargs["reg"] = cfg.teacher_reg
     if name == "contrastive":
         kwargs["seed"] = cfg.train.seed

@@ -36,6 +36,7 @@ class MethodResult:
     selection: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     plan: dict[str, Any] | None = None
+    teacher_search: list[dict[str, Any]] = field(default_factory=list)
 
 
 FitFn = Callable[[SOTAlignConfig, TrainData, bool], MethodResult]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from ..config import SOTAlignConfig
 from ..models import LinearTeacher
@@ -21,6 +22,7 @@ from .common import fit_teacher, heads_candidate, table_file
 from .plan import plan_fit, time_step
 from .registry import MethodResult, MethodSpec, register_method
 from .selection import Candidate, Fitted, Split, cached_table, carve_validation, select
+from .teacher_search import resolve_teacher_reg
 
 __all__ = ["fit_sotalign"]
 
@@ -44,6 +46,10 @@ def fit_sotalign(
 ) -> MethodResult:
     """SOTAlign; ``divergence`` replaces ``cfg.train.divergence`` (the Table 1 methods)."""
     train = cfg.replace_train(divergence=divergence) if divergence else cfg.train
+    # teacher_reg="auto": the CCA ridge chosen on the validation split (the α selection's own)
+    ridge_rows: list[dict[str, Any]] = []
+    if cfg.teacher == "cca" and cfg.teacher_reg == "auto":
+        cfg, ridge_rows = resolve_teacher_reg(cfg, Split.of(data, cfg.val_fraction, train.seed))
     uses_div = train.divergence != "none" and data.has_unpaired
     auto = cfg.alpha == "auto"
     if not uses_div and not auto and float(cfg.alpha) > 0:
@@ -74,7 +80,7 @@ def fit_sotalign(
         )
         with fit_progress(plan.trainings * plan.steps, cfg.progress):
             sel = select([heads(alpha, f"alpha={alpha:g}", train)], data, split, refit=False)
-        return MethodResult(sel.aligner, [], sel.history, plan.as_dict())
+        return MethodResult(sel.aligner, [], sel.history, plan.as_dict(), ridge_rows)
 
     def teacher_alone(
         d: TrainData, val: ValData | None, stop_at: int | None, final: bool
@@ -99,7 +105,7 @@ def fit_sotalign(
     candidates += [heads(a, name, train) for a, name in zip(alphas, names[1:], strict=True)]
     with fit_progress(plan.trainings * plan.steps, cfg.progress):
         sel = select(candidates, data, split, refit=cfg.refit, table_file=table, resume=resume)
-    return MethodResult(sel.aligner, sel.table, sel.history, plan.as_dict())
+    return MethodResult(sel.aligner, sel.table, sel.history, plan.as_dict(), ridge_rows)
 
 
 register_method(
