@@ -155,6 +155,7 @@ def run_one(
         "fit_seconds": fit_s,
         "selection": sel,
         "selected": None if chosen is None else chosen.get("candidate"),
+        "teacher_search": getattr(est, "teacher_search_", []),
         "grid": grid_table,
     }
 
