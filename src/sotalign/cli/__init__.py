@@ -15,13 +15,23 @@ import warnings
 
 from ..errors import SotalignError, one_line
 from ..parallel import shutdown
-from . import demo, fit, model
+from . import demo, fit, model, suggest
 from .app import app
 from .bench import bench_app
 from .console import console, err_console, print_metrics, print_selection
 from .embed import embed_app
 
-__all__ = ["app", "console", "demo", "fit", "main", "model", "print_metrics", "print_selection"]
+__all__ = [
+    "app",
+    "console",
+    "demo",
+    "fit",
+    "main",
+    "model",
+    "print_metrics",
+    "print_selection",
+    "suggest",
+]
 
 app.add_typer(embed_app, name="embed", help="Embed raw images or texts with a frozen encoder.")
 app.add_typer(bench_app, name="bench", help="Sweep methods, pairs and seeds.")
