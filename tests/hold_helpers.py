@@ -7,6 +7,10 @@ global torch optimiser hook, so it does not depend on where the trainer lives) t
 sleeps until killed. Under torchrun the other ranks then block in the next collective.
 """
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 HOLD_WRAPPER = """
@@ -37,3 +41,27 @@ def write_hold_wrapper(folder: Path) -> Path:
     path = folder / "hold.py"
     path.write_text(HOLD_WRAPPER)
     return path
+
+
+def kill_when_held(
+    cmd: list[str], marker: Path, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run ``cmd`` (which runs the wrapper); once a process writes ``marker``, SIGKILL that
+    process and wait for ``cmd`` to end (a launcher such as torchrun then stops the others).
+    Returns the exit status of ``cmd`` and its output."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not marker.exists():
+            proc.kill()
+            raise AssertionError(f"the run never held still: {proc.communicate()[0]}")
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, output

@@ -9,18 +9,16 @@ test, is the same on every run.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from hold_helpers import write_hold_wrapper
+from hold_helpers import kill_when_held, write_hold_wrapper
 from sotalign.methods.plan import PROBE_STEPS
 
 CHECKPOINT_EVERY = 3
@@ -85,19 +83,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, two_view):
     hold = write_hold_wrapper(tmp_path)
     marker = tmp_path / "ready"
     cmd = [sys.executable, str(hold), str(KILL_AT), str(marker), "any", *fit_cmd("run")[3:]]
-    proc = subprocess.Popen(cmd, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert marker.exists(), f"the run never reached step {KILL_AT} (exit {proc.poll()})"
-        assert proc.poll() is None and int(marker.read_text()) == proc.pid
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    code, output = kill_when_held(cmd, marker, tmp_path)
+    assert code == -signal.SIGKILL, output
     assert not (tmp_path / "run" / "model.safetensors").exists()
     # killed mid-interval: steps 10-11 are lost and must be redone from checkpoint 9
     assert _checkpoint_steps(tmp_path / "run" / "checkpoints")[-1] == LAST_CHECKPOINT
@@ -132,17 +119,8 @@ def test_a_selection_killed_mid_candidate_resumes_to_the_same_model(tmp_path, tw
     marker = tmp_path / "ready"
     run = [*fit_cmd("run")[3 : -len(ARGS)], *SELECT_ARGS]
     cmd = [sys.executable, str(hold), str(SELECT_KILL_AT), str(marker), "any", *run]
-    proc = subprocess.Popen(cmd, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert marker.exists(), f"the run never reached step {SELECT_KILL_AT} (exit {proc.poll()})"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    code, output = kill_when_held(cmd, marker, tmp_path)
+    assert code == -signal.SIGKILL, output
     ckpt = tmp_path / "run" / "checkpoints"
     rows = json.loads((ckpt / "selection.json").read_text())
     assert [r["candidate"] for r in rows] == ["teacher:cca", "alpha=0"]  # finished before the kill

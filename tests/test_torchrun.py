@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import sotalign
-from hold_helpers import write_hold_wrapper
+from hold_helpers import kill_when_held, write_hold_wrapper
 from sotalign.methods.plan import PROBE_STEPS
 
 STEPS = 24
@@ -130,20 +129,8 @@ def test_resume_after_one_rank_is_killed(work):
     hold = write_hold_wrapper(work)
     marker = work / "rank1.pid"
     cmd = [*_standalone(2), str(hold), str(KILL_AT), str(marker), "1", *_fit("run")[2:]]
-    proc = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), f"rank 1 never reached step {KILL_AT}: {proc.communicate()[0]}"
-        os.kill(int(marker.read_text()), signal.SIGKILL)
-        output, _ = proc.communicate(timeout=180)  # torchrun stops rank 0 and exits
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0, output
+    code, output = kill_when_held(cmd, marker, work, env=_env())  # torchrun stops rank 0
+    assert code != 0, output
     run = work / "run"
     assert not (run / "model.safetensors").exists()
     steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
