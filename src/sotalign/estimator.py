@@ -184,6 +184,10 @@ class SOTAlign:
         skips the input checks (shapes, dtypes, NaN scan) when the caller already ran them."""
         cfg = self.config()
         spec = get_method(cfg.method)
+        paired_images = _array(paired_images, "paired images", required=True)
+        paired_texts = _array(paired_texts, "paired texts", required=True)
+        unpaired_images = _array(unpaired_images, "unpaired images")
+        unpaired_texts = _array(unpaired_texts, "unpaired texts")
         if check_inputs:
             validate_training_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts)
         t0 = time.perf_counter()
@@ -214,7 +218,7 @@ class SOTAlign:
         fn = self.aligner_.encode_images if what == "images" else self.aligner_.encode_texts
         d = self.d_x_ if what == "images" else self.d_y_
         is_torch = isinstance(X, Tensor)
-        arr = X if is_torch else np.asarray(X)
+        arr = X if is_torch else _array(X, what, required=True)
         if arr.ndim != 2 or arr.shape[1] != d:
             raise InputError(
                 f"{what} must be a 2-D array with {d} columns, got shape {tuple(arr.shape)}"
@@ -249,6 +253,8 @@ class SOTAlign:
         :meth:`load` would refuse (set after ``fit``)."""
         self._check_fitted()
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: exists and is a file; save() writes a folder, give its path")
         state = dict(self.aligner_.state_dict())
         check_finite_weights(state, path / WEIGHTS_FILE, "refusing to save them; re-fit the model")
         get_method(self.config().method)
@@ -383,3 +389,24 @@ def _build_aligner(
             " different models; re-save or re-fit the model"
         ) from exc
     return aligner
+
+
+def _array(X: Any, what: str, required: bool = False) -> Any:
+    """Arrays, memory maps and tensors as they are; other array-likes (lists, tuples) as a
+    float32 numpy array; ``None`` only where optional. Anything else: one-line InputError."""
+    if X is None:
+        if required:
+            raise InputError(f"{what}: required, got None")
+        return None
+    if isinstance(X, (np.ndarray, Tensor)):
+        return X
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{what}: expected a 2-D array of embeddings (numpy, torch or a list of rows),"
+            f" got {type(X).__name__} ({exc})"
+        ) from exc
+    if arr.ndim != 2:
+        raise InputError(f"{what}: expected a 2-D array of embeddings, got shape {arr.shape}")
+    return arr
