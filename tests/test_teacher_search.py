@@ -85,3 +85,16 @@ def test_sotalign_distils_the_selected_teacher(few_pairs, two_view, tmp_path):
 def test_bad_ridge_settings_are_refused_in_one_line(params, match):
     with pytest.raises(ConfigError, match=match):
         SOTAlign(**params).config()
+
+
+def test_a_fixed_alpha_fit_below_its_teacher_says_so(few_pairs, two_view):
+    A, B, _ = few_pairs
+    X, Y = two_view.unpaired(200, 180, 2)
+    kw = dict(alpha=0.1, dim=16, batch_unpaired=64, device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"clearly below its own teacher .*alpha='auto'"):
+        SOTAlign(steps=2, lr=1e-6, head="linear", **kw).fit(A, B, X, Y)  # barely trained
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*below its own teacher")
+        SOTAlign(steps=20, head="teacher", **kw).fit(A, B, X, Y)  # starts at the teacher
