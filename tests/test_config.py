@@ -88,6 +88,8 @@ def test_get_set_params_round_trip():
         ({"warmup": 1.0}, "warmup is a fraction of the steps in [0, 1)"),
         ({"checkpoint_every": -3}, "checkpoint_every must be an integer >= 0, got -3"),
         ({"eps": float("inf")}, "eps"),
+        ({"eps": 1e9}, "eps must be at most 10 for the cosine affinities"),
+        ({"eps_teacher": 50}, "eps_teacher must be at most 10"),
         ({"sinkhorn_iters": 0}, "n_iter"),
         ({"ot_mode": "dens"}, "dense"),
     ],

@@ -9,6 +9,7 @@ objective (:func:`sotalign.training.objective.objective_from_config`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,12 @@ from ..errors import ConfigError
 from ..losses import DIVERGENCES, SUP_LOSSES
 from ..ot import KLOTConfig
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "check_device"]
+__all__ = ["MAX_EPS", "OPTIMIZERS", "TrainConfig", "check_device"]
 
 OPTIMIZERS = ("lion", "adamw")
+MAX_EPS = 10.0
+"""Largest ε (and ε*) accepted for training: affinities are cosines in [-1, 1], so beyond it the
+entropic plan is nearly uniform (``e^{2/ε}`` ≤ 1.22) and KLOT gives no training signal."""
 
 
 def check_device(name: str, value: Any) -> str:
@@ -88,6 +92,15 @@ class TrainConfig:
             put("klot", KLOTConfig(**self.klot))
         elif not isinstance(self.klot, KLOTConfig):
             raise ConfigError(f"klot must be a KLOTConfig or a mapping, got {self.klot!r}")
+        for name in ("eps", "eps_teacher"):
+            value = getattr(self.klot, name)
+            if value > MAX_EPS:
+                flat = math.exp(2 / MAX_EPS) - 1
+                raise ConfigError(
+                    f"{name} must be at most {MAX_EPS:g} for the cosine affinities of training"
+                    f" (in [-1, 1], so the plan is uniform to within {flat:.0%} and KLOT carries"
+                    f" no signal), got {value:g}"
+                )
         put(
             "ginfonce_temperature",
             check_float("ginfonce_temperature", self.ginfonce_temperature, lo=0.0, lo_open=True),
