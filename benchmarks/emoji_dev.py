@@ -30,6 +30,7 @@ for seed in (0, 1, 2):
     mask = np.array([tuple(np.round(r[:4], 5)) not in drawn for r in d.pool_images])
     Xd, Yd = d.pool_images[mask], d.pool_texts[mask]
     est = SOTAlign(**{"steps": 300, "dim": 512, "progress": False, "seed": seed, **cfg}).fit(
-        p.images, p.texts, d.unpaired_images, d.unpaired_texts)
+        p.images, p.texts, d.unpaired_images, d.unpaired_texts
+    )
     out.append(paired_rank_metrics(est.encode_images(Xd), est.encode_texts(Yd))["mean_R@1"])
 print(n, cfg, np.round(out, 2), round(float(np.mean(out)), 2), flush=True)

@@ -24,8 +24,16 @@ torch.set_num_threads(1)
 args = dict(a.split("=", 1) for a in sys.argv[1:])
 n = int(args.pop("pairs", 200))
 seed = int(args.pop("seed", 0))
-params = dict(steps=300, dim=512, batch_unpaired=1024, optimizer="adamw", lr=1e-3,
-              progress=False, early_stopping=False, seed=seed)
+params = dict(
+    steps=300,
+    dim=512,
+    batch_unpaired=1024,
+    optimizer="adamw",
+    lr=1e-3,
+    progress=False,
+    early_stopping=False,
+    seed=seed,
+)
 for k, v in args.items():
     try:
         params[k] = json.loads(v)
@@ -38,5 +46,12 @@ t = time.time()
 est = SOTAlign(**params).fit(p.a, p.b, d.unpaired_x(), d.unpaired_y())
 m = retrieval_metrics(est.encode_images(Xv), est.encode_texts(Yv))
 shown = {k: params[k] for k in params if k != "progress"}
-print(json.dumps({"params": shown, "val_mean_R@1": round(float(m["mean_R@1"]), 2),
-                  "sec": round(time.time() - t)}))
+print(
+    json.dumps(
+        {
+            "params": shown,
+            "val_mean_R@1": round(float(m["mean_R@1"]), 2),
+            "sec": round(time.time() - t),
+        }
+    )
+)

@@ -47,29 +47,57 @@ def main() -> int:
         rows.append({"teacher": teacher, "divergence": "none", "test_mean_R@1": score})
         for div in ("cka", "ginfonce", "klot"):
             t0 = time.perf_counter()
-            est = SOTAlign(teacher=teacher, divergence=div, alpha="auto", alpha_grid=grid,
-                           head="teacher", steps=300, dim=512, batch_unpaired=1024,
-                           optimizer="adamw", lr=1e-3, seed=args.seed, progress=False)
+            est = SOTAlign(
+                teacher=teacher,
+                divergence=div,
+                alpha="auto",
+                alpha_grid=grid,
+                head="teacher",
+                steps=300,
+                dim=512,
+                batch_unpaired=1024,
+                optimizer="adamw",
+                lr=1e-3,
+                seed=args.seed,
+                progress=False,
+            )
             est.fit(p.a, p.b, X, Y)
             score = retrieval_metrics(est.encode_images(Xt), est.encode_texts(Yt))["mean_R@1"]
-            rows.append({"teacher": teacher, "divergence": div, "test_mean_R@1": score,
-                         "selection": est.selection_,
-                         "fit_seconds": time.perf_counter() - t0})
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "selection"}),
-                  flush=True)
+            rows.append(
+                {
+                    "teacher": teacher,
+                    "divergence": div,
+                    "test_mean_R@1": score,
+                    "selection": est.selection_,
+                    "fit_seconds": time.perf_counter() - t0,
+                }
+            )
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "selection"}), flush=True)
     cmd = "python " + " ".join(sys.argv)
     (args.out / "results.json").write_text(json.dumps({"command": cmd, "rows": rows}, indent=1))
-    lines = ["# Table 1 on WordNet: teacher × divergence", "", f"Command: `{cmd}`", "",
-             f"{args.pairs} pairs (seed {args.seed}), full unpaired pools; test mean R@1 (%) on "
-             "5,000 glosses; α selected per cell on the pairs' validation split among {teacher "
-             f"alone, 0, {', '.join(str(a) for a in grid)}}}.", "",
-             "| teacher | none (teacher alone) | CKA | generalised InfoNCE | KLOT |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# Table 1 on WordNet: teacher × divergence",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"{args.pairs} pairs (seed {args.seed}), full unpaired pools; test mean R@1 (%) on "
+        "5,000 glosses; α selected per cell on the pairs' validation split among {teacher "
+        f"alone, 0, {', '.join(str(a) for a in grid)}}}.",
+        "",
+        "| teacher | none (teacher alone) | CKA | generalised InfoNCE | KLOT |",
+        "|---|---|---|---|---|",
+    ]
     for teacher in ("procrustes", "cca"):
-        cells = [f"{r['test_mean_R@1']:.1f}" + (
-            "" if r["divergence"] == "none" else
-            f" ({next(c['candidate'] for c in r['selection'] if c['selected'])})")
-            for r in rows if r["teacher"] == teacher]
+        cells = [
+            f"{r['test_mean_R@1']:.1f}"
+            + (
+                ""
+                if r["divergence"] == "none"
+                else f" ({next(c['candidate'] for c in r['selection'] if c['selected'])})"
+            )
+            for r in rows
+            if r["teacher"] == teacher
+        ]
         lines.append(f"| {teacher} | " + " | ".join(cells) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -66,13 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         "cache": str(data.path),
         "cache_bytes": _du(data.path),
         "splits": summary,
-        "manifest": {k: data.manifest[k] for k in ("n", "n_corpus_distinct_glosses",
-                                                   "n_dropped_no_known_word", "pos_counts",
-                                                   "build_seconds", "sha256")},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": args.threads, "cpu": platform.processor() or platform.machine()},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True, check=False).stdout.strip(),
+        "manifest": {
+            k: data.manifest[k]
+            for k in (
+                "n",
+                "n_corpus_distinct_glosses",
+                "n_dropped_no_known_word",
+                "pos_counts",
+                "build_seconds",
+                "sha256",
+            )
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
     }
     pool = len(data.pair_pool_idx)
     pairs_list = [p for p in args.pairs if p <= pool]
@@ -95,20 +108,32 @@ def main(argv: list[str] | None = None) -> int:
     assert data.pos is not None
     uy = data.unpaired_y_idx
     shift_ref = {
-        name: pool_shift(np.asarray(data.y[np.sort(uy[mask(data.pos[uy])])], dtype=np.float32),
-                         py, n_samples=2000, n_projections=100, seed=0)
-        for name, mask in (("y_nouns_only", lambda p: p == "n"),
-                           ("y_non_nouns_only", lambda p: p != "n"))
+        name: pool_shift(
+            np.asarray(data.y[np.sort(uy[mask(data.pos[uy])])], dtype=np.float32),
+            py,
+            n_samples=2000,
+            n_projections=100,
+            seed=0,
+        )
+        for name, mask in (
+            ("y_nouns_only", lambda p: p == "n"),
+            ("y_non_nouns_only", lambda p: p != "n"),
+        )
     }
     report["diagnostics"] = {
-        "mutual_knn_k10_1000pairs": {"per_seed": mknn, "mean": statistics.mean(mknn),
-                                     "chance": 10 / (n_knn - 1)},
+        "mutual_knn_k10_1000pairs": {
+            "per_seed": mknn,
+            "mean": statistics.mean(mknn),
+            "chance": 10 / (n_knn - 1),
+        },
         "mutual_knn_k10_test_1000": mknn_test,
         "ssw_unpaired_vs_paired": {
-            "x_glove": shift_x, "y_minilm": shift_y, "shifted_reference": shift_ref,
+            "x_glove": shift_x,
+            "y_minilm": shift_y,
+            "shifted_reference": shift_ref,
             "settings": "rows L2-normalised; pair pool split into halves P1, P2 and an equal "
-                        "subsample U of the unpaired pool (n rows each, at most 2000); "
-                        "ssw = SSW(U, P2), floor = SSW(P1, P2); 100 projections, p=2, seed 0",
+            "subsample U of the unpaired pool (n rows each, at most 2000); "
+            "ssw = SSW(U, P2), floor = SSW(P1, P2); 100 projections, p=2, seed 0",
         },
         "seconds": round(time.time() - t0, 1),
     }
@@ -127,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                 grid.append({"k": k, "p": p, "center": center, "val_mean_R@1": m["mean_R@1"]})
     best = max(grid, key=lambda g: g["val_mean_R@1"])
     asif_params = {"k": best["k"], "p": best["p"], "center": best["center"]}
-    report["asif_selection"] = {"pairs": len(d_sel.indices), "grid": grid, "best": asif_params,
-                                "seconds": round(time.time() - t0, 1)}
+    report["asif_selection"] = {
+        "pairs": len(d_sel.indices),
+        "grid": grid,
+        "best": asif_params,
+        "seconds": round(time.time() - t0, 1),
+    }
     print("ASIF selected", asif_params, flush=True)
 
     # ---------------------------------------------------------------- baselines on test
@@ -150,8 +179,15 @@ def main(argv: list[str] | None = None) -> int:
                 al = make().fit(d.a, d.b)
                 fit_s = time.perf_counter() - tf
                 m = retrieval_metrics(al.encode_images(xt), al.encode_texts(yt))
-                runs.append({"seed": s, "fit_seconds": fit_s, "mean_R@1": m["mean_R@1"],
-                             "i2t": m["i2t"], "t2i": m["t2i"]})
+                runs.append(
+                    {
+                        "seed": s,
+                        "fit_seconds": fit_s,
+                        "mean_R@1": m["mean_R@1"],
+                        "i2t": m["i2t"],
+                        "t2i": m["t2i"],
+                    }
+                )
             results[name][str(n)] = {
                 "mean_R@1": [r["mean_R@1"] for r in runs],
                 "i2t_R@10": [r["i2t"]["R@10"] for r in runs],
@@ -159,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": runs,
             }
             print(name, n, _fmt(results[name][str(n)]["mean_R@1"]), flush=True)
-    report["test_retrieval"] = {"n_test": len(xt), "chance_R@1_percent": 100 / len(xt),
-                                "seeds": seeds, "results": results,
-                                "seconds": round(time.time() - t0, 1)}
+    report["test_retrieval"] = {
+        "n_test": len(xt),
+        "chance_R@1_percent": 100 / len(xt),
+        "seeds": seeds,
+        "results": results,
+        "seconds": round(time.time() - t0, 1),
+    }
     report["total_seconds"] = round(time.time() - t_start, 1)
 
     out = args.out
@@ -204,14 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in methods:
         cells = [_fmt(results[name][str(n)]["mean_R@1"]) for n in pairs_list]
-        label = name if name != "asif" else (
-            f"asif (k={asif_params['k']}, p={asif_params['p']:g}, "
-            f"center={asif_params['center']})")
+        label = (
+            name
+            if name != "asif"
+            else (
+                f"asif (k={asif_params['k']}, p={asif_params['p']:g}, "
+                f"center={asif_params['center']})"
+            )
+        )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"ASIF's k, p and centring were chosen on the validation split with "
-              f"{len(d_sel.indices):,} pairs (grid in the JSON; k = 100000 means no "
-              "sparsification). With 10,000 pairs every draw is the whole pair pool, hence "
-              "sd 0."]
+    lines += [
+        "",
+        f"ASIF's k, p and centring were chosen on the validation split with "
+        f"{len(d_sel.indices):,} pairs (grid in the JSON; k = 100000 means no "
+        "sparsification). With 10,000 pairs every draw is the whole pair pool, hence "
+        "sd 0.",
+    ]
     with atomic_write(out.with_suffix(".md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")

@@ -17,8 +17,9 @@ from sotalign.models import (
 )
 
 
-def two_views(n: int, d_x: int = 48, d_y: int = 64, d_z: int = 8, noise: float = 0.3,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def two_views(
+    n: int, d_x: int = 48, d_y: int = 64, d_z: int = 8, noise: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A shared latent z, two different random non-linear maps plus noise."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, d_z))
@@ -33,15 +34,18 @@ def mean_r1(zx: torch.Tensor, zy: torch.Tensor) -> float:
     """Mean of image→text and text→image R@1 (fraction) for one-to-one pairs."""
     S = zx @ zy.T
     target = torch.arange(S.shape[0])
-    return 0.5 * float((S.argmax(1) == target).float().mean()
-                       + (S.argmax(0) == target).float().mean())
+    return 0.5 * float(
+        (S.argmax(1) == target).float().mean() + (S.argmax(0) == target).float().mean()
+    )
 
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, torch.Tensor]:
     x, y = two_views(1400)
-    t = {k: torch.from_numpy(v) for k, v in
-         {"A": x[:800], "B": y[:800], "Xt": x[800:], "Yt": y[800:]}.items()}
+    t = {
+        k: torch.from_numpy(v)
+        for k, v in {"A": x[:800], "B": y[:800], "Xt": x[800:], "Yt": y[800:]}.items()
+    }
     return t
 
 
@@ -92,10 +96,12 @@ def test_state_round_trip(make, data, tmp_path) -> None:
     st.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
     back = aligner_from_state(cfg, st.load_file(str(tmp_path / "w.safetensors")))
     assert type(back) is type(al)
-    torch.testing.assert_close(back.encode_images(data["Xt"]), al.encode_images(data["Xt"]),
-                               rtol=0, atol=0)
-    torch.testing.assert_close(back.encode_texts(data["Yt"]), al.encode_texts(data["Yt"]),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        back.encode_images(data["Xt"]), al.encode_images(data["Xt"]), rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        back.encode_texts(data["Yt"]), al.encode_texts(data["Yt"]), rtol=0, atol=0
+    )
 
 
 def test_asif_matches_explicit_formula() -> None:
@@ -136,8 +142,9 @@ def test_csa_matches_weighted_cca_similarity(data) -> None:
     torch.testing.assert_close(got, num / den, atol=2e-4, rtol=0)
     # weight_power 0 gives back the CCA teacher
     plain = CSAAligner(weight_power=0.0).fit(data["A"], data["B"])
-    torch.testing.assert_close(plain.encode_images(data["Xt"]), cca.encode_images(data["Xt"]),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        plain.encode_images(data["Xt"]), cca.encode_images(data["Xt"]), atol=1e-4, rtol=0
+    )
 
 
 def test_errors() -> None:

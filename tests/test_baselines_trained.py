@@ -73,8 +73,9 @@ def test_js_divergence_matches_numpy_and_bounds(rng):
     Q = rng.dirichlet(np.ones(7) * 0.3, size=5)
     got = js_divergence_rows(torch.tensor(np.log(P)), torch.tensor(np.log(Q)))
     assert float(got) == pytest.approx(_np_js(P, Q), rel=1e-10, abs=1e-12)
-    assert float(js_divergence_rows(torch.tensor(np.log(P)), torch.tensor(np.log(P)))) == \
-        pytest.approx(0.0, abs=1e-12)
+    assert float(
+        js_divergence_rows(torch.tensor(np.log(P)), torch.tensor(np.log(P)))
+    ) == pytest.approx(0.0, abs=1e-12)
     # disjoint supports reach the maximum log 2
     e1, e2 = np.eye(2)[[0]], np.eye(2)[[1]]
     with np.errstate(divide="ignore"):
@@ -162,8 +163,9 @@ def test_nnclr_draws_among_the_k_neighbours():
         seen.add(first)
     assert seen == {3, 7, 11}  # every neighbour gets drawn
     obj1 = NNCLRObjective(table[:, :1], table[:, :1], pool_x, pool_x)
-    np.testing.assert_array_equal(obj1._rows("y", np.array([1, 2, 0]), "cpu")[:, 0].numpy(),
-                                  [0.0, 38.0, 6.0])
+    np.testing.assert_array_equal(
+        obj1._rows("y", np.array([1, 2, 0]), "cpu")[:, 0].numpy(), [0.0, 38.0, 6.0]
+    )
 
 
 def test_nnclr_resume_repeats_the_uninterrupted_run(problem, tmp_path):
@@ -176,14 +178,16 @@ def test_nnclr_resume_repeats_the_uninterrupted_run(problem, tmp_path):
     data = TrainData.from_arrays(A, B, X, Y)
     nn_x = nearest_neighbours(A, X, 5)
     nn_y = nearest_neighbours(B, Y, 5)
-    cfg = TrainConfig(steps=8, lr=1e-3, batch_unpaired=8, divergence="none",
-                      checkpoint_every=2, device="cpu")
+    cfg = TrainConfig(
+        steps=8, lr=1e-3, batch_unpaired=8, divergence="none", checkpoint_every=2, device="cpu"
+    )
 
     def trainer(ckpt, seed=3):
         torch.manual_seed(0)
         obj = NNCLRObjective(nn_x, nn_y, data.unpaired_images, data.unpaired_texts, seed=seed)
-        return Trainer(AlignmentModel(64, 48, 16), obj, data, cfg, checkpoint_dir=ckpt,
-                       progress=False)
+        return Trainer(
+            AlignmentModel(64, 48, 16), obj, data, cfg, checkpoint_dir=ckpt, progress=False
+        )
 
     full = trainer(tmp_path / "a")
     full.run()
@@ -196,8 +200,9 @@ def test_nnclr_resume_repeats_the_uninterrupted_run(problem, tmp_path):
     # the draws matter: another seed of the draws gives other weights
     other = trainer(None, seed=4)
     other.run()
-    assert any(not torch.equal(other.model.state_dict()[k], v)
-               for k, v in full.model.state_dict().items())
+    assert any(
+        not torch.equal(other.model.state_dict()[k], v) for k, v in full.model.state_dict().items()
+    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -280,13 +285,37 @@ def test_cli_fit_with_method_params(problem, tmp_path):
     A, B, X, Y, Ti, _ = problem
     for name, arr in dict(A=A, B=B, X=X, Y=Y).items():
         np.save(tmp_path / f"{name}.npy", arr)
-    args = ["fit", "--paired-images", "A.npy", "--paired-texts", "B.npy",
-            "--unpaired-images", "X.npy", "--unpaired-texts", "Y.npy", "--out", "m",
-            "--method", "sclip", "--set", "steps=5", "--set", "dim=16",
-            "--set", 'method_params={"mode": "hard", "w": 0.5}', "--quiet"]
+    args = [
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--unpaired-images",
+        "X.npy",
+        "--unpaired-texts",
+        "Y.npy",
+        "--out",
+        "m",
+        "--method",
+        "sclip",
+        "--set",
+        "steps=5",
+        "--set",
+        "dim=16",
+        "--set",
+        'method_params={"mode": "hard", "w": 0.5}',
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "sotalign", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sotalign", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["params"]["method"] == "sclip"

@@ -42,10 +42,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _cli(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [
-        "--out", str(out),
-        "--pairs-images", str(files["pa"]), "--pairs-texts", str(files["pb"]),
-        "--unpaired-images", str(files["ux"]), "--unpaired-texts", str(files["uy"]),
-        "--test-images", str(files["ta"]), "--test-texts", str(files["tb"]),
+        "--out",
+        str(out),
+        "--pairs-images",
+        str(files["pa"]),
+        "--pairs-texts",
+        str(files["pb"]),
+        "--unpaired-images",
+        str(files["ux"]),
+        "--unpaired-texts",
+        str(files["uy"]),
+        "--test-images",
+        str(files["ta"]),
+        "--test-texts",
+        str(files["tb"]),
         *extra,
     ]
 
@@ -53,12 +63,32 @@ def _cli(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
 def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "res"
     args = _cli(
-        files, out,
-        "--methods", "sotalign,sail", "--pairs", "20,60", "--seeds", "0,1,2",
-        "--set", "steps=15", "--set", "dim=16", "--set", "batch_unpaired=64",
-        "--method-set", "sotalign:alpha_grid=[0.1]", "--method-set", "sail:lr=0.001",
-        "--unpaired-sizes", "50,200", "--sweep-methods", "sotalign",
-        "--batch-sizes", "32", "--threads", "1",
+        files,
+        out,
+        "--methods",
+        "sotalign,sail",
+        "--pairs",
+        "20,60",
+        "--seeds",
+        "0,1,2",
+        "--set",
+        "steps=15",
+        "--set",
+        "dim=16",
+        "--set",
+        "batch_unpaired=64",
+        "--method-set",
+        "sotalign:alpha_grid=[0.1]",
+        "--method-set",
+        "sail:lr=0.001",
+        "--unpaired-sizes",
+        "50,200",
+        "--sweep-methods",
+        "sotalign",
+        "--batch-sizes",
+        "32",
+        "--threads",
+        "1",
     )
     res = CliRunner().invoke(bench_app, args)
     assert res.exit_code == 0, res.output
@@ -69,7 +99,8 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert len(main) == 12 and len(runs) == 12 + 6 + 3
     assert not any(r.get("error") for r in runs)
     assert {(r["method"], r["pairs"]) for r in main} == {
-        (m, n) for m in ("sotalign", "sail") for n in (20, 60)}
+        (m, n) for m in ("sotalign", "sail") for n in (20, 60)
+    }
     for r in runs:
         m = r["test"]
         for side in ("i2t", "t2i"):  # hits out of the 80 test queries, non-decreasing in k
@@ -106,8 +137,9 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert "sotalign bench" in md and "--pairs 20,60" in md
     for method in ("sotalign", "sail"):
         for n in (20, 60):
-            vals = [r["test"]["mean_R@1"] for r in main if r["method"] == method
-                    and r["pairs"] == n]
+            vals = [
+                r["test"]["mean_R@1"] for r in main if r["method"] == method and r["pairs"] == n
+            ]
             cell = f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}"
             row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
             assert cell in row, (cell, row)
@@ -143,16 +175,16 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert [r["fit_seconds"] for r in data2["runs"]] == [r["fit_seconds"] for r in runs]
     # --render-only merges result folders without fitting anything
     merged = tmp_path / "merged"
-    res3 = CliRunner().invoke(bench_app, ["--out", str(merged), *args[2:],
-                                          "--render-only", "--include", str(out)])
+    res3 = CliRunner().invoke(
+        bench_app, ["--out", str(merged), *args[2:], "--render-only", "--include", str(out)]
+    )
     assert res3.exit_code == 0, res3.output
     data3 = json.loads((merged / "results.json").read_text())
-    assert sorted(r["fit_seconds"] for r in data3["runs"]) == sorted(
-        r["fit_seconds"] for r in runs)
+    assert sorted(r["fit_seconds"] for r in data3["runs"]) == sorted(r["fit_seconds"] for r in runs)
     assert (merged / "results.md").read_text().count("±") == md.count("±")
     # a resumed run with another plan adds its runs and keeps the folder's earlier ones
     i = args.index("--pairs")
-    other = [*args[:i], "--pairs", "40", *args[i + 2:], "--methods", "cca", "--resume"]
+    other = [*args[:i], "--pairs", "40", *args[i + 2 :], "--methods", "cca", "--resume"]
     res_o = CliRunner().invoke(bench_app, other)
     assert res_o.exit_code == 0, res_o.output
     data_o = json.loads((out / "results.json").read_text())
@@ -164,19 +196,37 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
 
 
 def _k(r):
-    return (r["sweep"], r["method"], r["pairs"], r["seed"], r.get("unpaired_size"),
-            r.get("batch_unpaired"))
+    return (
+        r["sweep"],
+        r["method"],
+        r["pairs"],
+        r["seed"],
+        r.get("unpaired_size"),
+        r.get("batch_unpaired"),
+    )
 
 
 def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) -> None:
     data = load_bench_data(
-        pairs_images=files["pa"], pairs_texts=files["pb"], test_images=files["ta"],
-        test_texts=files["tb"])
-    res = run_bench(data, tmp_path / "g", methods=["asif"], pairs=[60], seeds=[0, 1, 2],
-                    grids=parse_grid(["asif:method_params.k=5|30"]), log=lambda s: None)
+        pairs_images=files["pa"],
+        pairs_texts=files["pb"],
+        test_images=files["ta"],
+        test_texts=files["tb"],
+    )
+    res = run_bench(
+        data,
+        tmp_path / "g",
+        methods=["asif"],
+        pairs=[60],
+        seeds=[0, 1, 2],
+        grids=parse_grid(["asif:method_params.k=5|30"]),
+        log=lambda s: None,
+    )
     for r in res["runs"]:
         assert [g["candidate"] for g in r["grid"]] == [
-            {"method_params.k": 5}, {"method_params.k": 30}]
+            {"method_params.k": 5},
+            {"method_params.k": 30},
+        ]
         best = max(r["grid"], key=lambda g: (g["val_mean_R@1"], g["val_MRR"]))
         assert best["selected"] and sum(g["selected"] for g in r["grid"]) == 1
         assert r["settings"]["method_params"] == {"k": best["candidate"]["method_params.k"]}
@@ -186,8 +236,13 @@ def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
     idx = tmp_path / "idx.txt"
     idx.write_text("\n".join(str(i) for i in range(79)) + "\n")
     with pytest.raises(InputError, match=r"idx\.txt"):
-        load_bench_data(pairs_images=files["pa"], pairs_texts=files["pb"],
-                        test_images=files["ta"], test_texts=files["tb"], test_index=idx)
+        load_bench_data(
+            pairs_images=files["pa"],
+            pairs_texts=files["pb"],
+            test_images=files["ta"],
+            test_texts=files["tb"],
+            test_index=idx,
+        )
     with pytest.raises(ConfigError, match="--dataset"):
         load_bench_data()
     with pytest.raises(ConfigError, match=r"did you mean 'emoji'"):
@@ -198,13 +253,18 @@ def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
         parse_method_sets(["sail:stpes=3"])
     with pytest.raises(ConfigError, match="grid key"):
         parse_grid(["asif:k=1|2"])
-    data = load_bench_data(pairs_images=files["pa"], pairs_texts=files["pb"],
-                           test_images=files["ta"], test_texts=files["tb"])
+    data = load_bench_data(
+        pairs_images=files["pa"],
+        pairs_texts=files["pb"],
+        test_images=files["ta"],
+        test_texts=files["tb"],
+    )
     with pytest.raises(ConfigError, match=r"unknown method 'sial'.*sail"):
         run_bench(data, tmp_path / "e", methods=["sial"], log=lambda s: None)
     with pytest.raises(InputError, match="outside"):
-        run_bench(data, tmp_path / "e2", methods=["cca"], pairs=[500], seeds=[0],
-                  log=lambda s: None)
+        run_bench(
+            data, tmp_path / "e2", methods=["cca"], pairs=[500], seeds=[0], log=lambda s: None
+        )
     # user error through the CLI: exit status != 0 and a message naming the option
     res = CliRunner().invoke(bench_app, ["--out", str(tmp_path / "c"), "--pairs", "x"])
     assert res.exit_code != 0
@@ -215,21 +275,36 @@ def test_sweeps_show_the_main_run_as_their_reference_point():
     from sotalign.bench.report import aggregate, with_reference
 
     def run(sweep, method, pairs, seed, unpaired, score, batch=1024):
-        return {"sweep": sweep, "method": method, "pairs": pairs, "seed": seed,
-                "unpaired": unpaired, "batch_unpaired": batch, "test": {"mean_R@1": score}}
+        return {
+            "sweep": sweep,
+            "method": method,
+            "pairs": pairs,
+            "seed": seed,
+            "unpaired": unpaired,
+            "batch_unpaired": batch,
+            "test": {"mean_R@1": score},
+        }
 
     runs = [run("pairs", "sotalign", 200, s, 50_000, 40.0 + s) for s in range(3)]
     runs += [run("pairs", "sotalign", 1000, s, 50_000, 60.0) for s in range(3)]
     runs += [run("pairs", "sail", 200, s, 0, 20.0) for s in range(3)]
     runs += [run("unpaired", "sotalign", 200, s, 5000, 30.0 + s) for s in range(3)]
     runs += [run("batch", "sotalign", 200, 0, 50_000, 35.0, batch=512)]
-    agg = aggregate(with_reference(runs, "unpaired", "unpaired"), "unpaired", "unpaired",
-                    lambda r: r["test"]["mean_R@1"])
+    agg = aggregate(
+        with_reference(runs, "unpaired", "unpaired"),
+        "unpaired",
+        "unpaired",
+        lambda r: r["test"]["mean_R@1"],
+    )
     assert list(agg) == ["sotalign"]  # SAIL was not swept; 1,000 pairs are not the sweep's
     assert agg["sotalign"][5000] == pytest.approx((31.0, 1.0, 3))
     assert agg["sotalign"][50_000] == pytest.approx((41.0, 1.0, 3))
-    b = aggregate(with_reference(runs, "batch", "batch_unpaired"), "batch", "batch_unpaired",
-                  lambda r: r["test"]["mean_R@1"])
+    b = aggregate(
+        with_reference(runs, "batch", "batch_unpaired"),
+        "batch",
+        "batch_unpaired",
+        lambda r: r["test"]["mean_R@1"],
+    )
     assert b["sotalign"][512] == (35.0, 0.0, 1)
     assert b["sotalign"][1024] == (40.0, 0.0, 1)  # only the swept seed's reference run
 
@@ -244,14 +319,32 @@ def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
     def folder(name, score):
         d = tmp_path / name
         d.mkdir()
-        run = {"sweep": "pairs", "method": "cca", "pairs": 20, "seed": 0, "unpaired": 0,
-               "test": {"mean_R@1": score, "i2t": {"R@1": score}, "t2i": {"R@1": score}},
-               "fit_seconds": 0.1, "selection": [], "selected": None, "grid": []}
+        run = {
+            "sweep": "pairs",
+            "method": "cca",
+            "pairs": 20,
+            "seed": 0,
+            "unpaired": 0,
+            "test": {"mean_R@1": score, "i2t": {"R@1": score}, "t2i": {"R@1": score}},
+            "fit_seconds": 0.1,
+            "selection": [],
+            "selected": None,
+            "grid": [],
+        }
         (d / "results.json").write_text(json.dumps({"runs": [run]}))
         return d
 
     merged = folder("merged", 1.0)  # an earlier merge, now stale
     old, new = folder("old", 2.0), folder("new", 3.0)
-    res = run_bench(data, merged, methods=["cca"], pairs=[20], seeds=[0], include=[old, new],
-                    render_only=True, resume=True, log=lambda s: None)  # as the CLI does
+    res = run_bench(
+        data,
+        merged,
+        methods=["cca"],
+        pairs=[20],
+        seeds=[0],
+        include=[old, new],
+        render_only=True,
+        resume=True,
+        log=lambda s: None,
+    )  # as the CLI does
     assert [r["test"]["mean_R@1"] for r in res["runs"]] == [3.0]  # the last include wins

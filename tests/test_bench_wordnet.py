@@ -15,8 +15,28 @@ LICENCE = (
     "  1 This software and database is being provided to you, the LICENSEE, by  \n"
     "  2 Princeton University under the following license. | not a gloss at all here  \n"
 )
-WORDS = ["dog", "cat", "river", "mountain", "music", "bread", "king", "water", "house", "tree",
-         "city", "ship", "song", "light", "stone", "paper", "horse", "garden", "winter", "road"]
+WORDS = [
+    "dog",
+    "cat",
+    "river",
+    "mountain",
+    "music",
+    "bread",
+    "king",
+    "water",
+    "house",
+    "tree",
+    "city",
+    "ship",
+    "song",
+    "light",
+    "stone",
+    "paper",
+    "horse",
+    "garden",
+    "winter",
+    "road",
+]
 
 
 def _fake_wordnet(root: Path, n_per_file: int = 40) -> Path:
@@ -25,7 +45,7 @@ def _fake_wordnet(root: Path, n_per_file: int = 40) -> Path:
         lines = [LICENCE]
         for i in range(n_per_file):
             words = " ".join(rng.choice(WORDS, size=4))
-            lines.append(f"{i:08d} 03 {pos} 01 w{i} 0 000 | a {pos} thing: {words}; \"x\"  \n")
+            lines.append(f'{i:08d} 03 {pos} 01 w{i} 0 000 | a {pos} thing: {words}; "x"  \n')
         lines.append(f"99999990 03 {pos} 01 short 0 000 | too short  \n")  # 9 chars
         lines.append(f"99999991 03 {pos} 01 dup 0 000 | a shared gloss seen in every file  \n")
         lines.append(f"99999992 03 {pos} 01 unk 0 000 | zzzqx ### qqqzzv !!  \n")  # no GloVe word
@@ -69,7 +89,12 @@ def test_split_indices_protocol() -> None:
         np.testing.assert_array_equal(s[k], again[k])
     small = wn.split_indices(100)
     assert {k: len(v) for k, v in small.items()} == {
-        "test": 20, "validation": 5, "pair_pool": 20, "unpaired_x": 27, "unpaired_y": 27}
+        "test": 20,
+        "validation": 5,
+        "pair_pool": 20,
+        "unpaired_x": 27,
+        "unpaired_y": 27,
+    }
     with pytest.raises(InputError, match="--limit"):
         wn.split_indices(10, n_test=8)
 
@@ -117,11 +142,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, _Counti
     out = root / "cache"
     # interrupted build: the first shards survive, the rerun only encodes the rest
     with pytest.raises(KeyboardInterrupt):
-        wn.build_wordnet(out, wordnet_dir=src, shard_size=32, progress=False,
-                         encode_y=_CountingEncoder(fail_after=2), y_versions={"fake": "1"})
+        wn.build_wordnet(
+            out,
+            wordnet_dir=src,
+            shard_size=32,
+            progress=False,
+            encode_y=_CountingEncoder(fail_after=2),
+            y_versions={"fake": "1"},
+        )
     enc = _CountingEncoder()
-    manifest = wn.build_wordnet(out, wordnet_dir=src, shard_size=32, progress=False,
-                                encode_y=enc, y_versions={"fake": "1"})
+    manifest = wn.build_wordnet(
+        out, wordnet_dir=src, shard_size=32, progress=False, encode_y=enc, y_versions={"fake": "1"}
+    )
     return out, manifest, enc
 
 
@@ -146,10 +178,10 @@ def test_load_embeddings_match_encoders(built) -> None:
     emb, vocab, _ = wn.load_glove()
     i = 7
     ids = wn.tokenize(data.glosses[i], vocab)
-    np.testing.assert_allclose(data.x[i].astype(np.float32), emb[ids].mean(0), atol=2e-3,
-                               rtol=1e-2)
-    np.testing.assert_allclose(data.y[i].astype(np.float32),
-                               _CountingEncoder()([data.glosses[i]])[0], atol=1e-3)
+    np.testing.assert_allclose(data.x[i].astype(np.float32), emb[ids].mean(0), atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(
+        data.y[i].astype(np.float32), _CountingEncoder()([data.glosses[i]])[0], atol=1e-3
+    )
 
 
 def test_load_splits_and_pair_draws(built) -> None:
@@ -159,8 +191,13 @@ def test_load_splits_and_pair_draws(built) -> None:
     assert s["n"] == manifest["n"]
     assert data.pos is not None and len(data.pos) == s["n"]
     assert set(data.pos) == {"n", "v", "a", "r"}
-    parts = [data.test_idx, data.val_idx, data.pair_pool_idx, data.unpaired_x_idx,
-             data.unpaired_y_idx]
+    parts = [
+        data.test_idx,
+        data.val_idx,
+        data.pair_pool_idx,
+        data.unpaired_x_idx,
+        data.unpaired_y_idx,
+    ]
     allidx = np.concatenate(parts)
     assert len(np.unique(allidx)) == len(allidx)
     xt, yt = data.test()
@@ -211,7 +248,8 @@ def test_real_limit_build(tmp_path: Path) -> None:
 
 
 def test_command_line_reports_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = wn.main(["--wordnet-dir", str(tmp_path / "none"), "--out", str(tmp_path / "c"),
-                  "--no-progress"])
+    rc = wn.main(
+        ["--wordnet-dir", str(tmp_path / "none"), "--out", str(tmp_path / "c"), "--no-progress"]
+    )
     assert rc == 2
     assert "apt-get install wordnet-base" in capsys.readouterr().err

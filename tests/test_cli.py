@@ -171,10 +171,26 @@ def test_teacher_method_and_errors(files):
 
 def test_fit_prints_the_validation_selection(files):
     proc = run(
-        "fit", "--paired-images", "A.npy", "--paired-texts", "B.npy",
-        "--unpaired-images", "X.npy", "--unpaired-texts", "Y.npy", "--out", "sel",
-        "--set", "steps=10", "--set", "dim=16", "--set", "alpha_grid=[0.1]",
-        "--set", "batch_unpaired=32", cwd=files,
+        "fit",
+        "--paired-images",
+        "A.npy",
+        "--paired-texts",
+        "B.npy",
+        "--unpaired-images",
+        "X.npy",
+        "--unpaired-texts",
+        "Y.npy",
+        "--out",
+        "sel",
+        "--set",
+        "steps=10",
+        "--set",
+        "dim=16",
+        "--set",
+        "alpha_grid=[0.1]",
+        "--set",
+        "batch_unpaired=32",
+        cwd=files,
     )
     out = proc.stdout
     assert "val MRR" in out and "selected" in out
@@ -200,17 +216,44 @@ def test_encode_and_eval_outputs_fail_in_one_line(tmp_path, capsys, monkeypatch)
         return code, err
 
     m = str(tmp_path / "m")
-    assert run("fit", "--paired-images", str(tmp_path / "A.npy"), "--paired-texts",
-               str(tmp_path / "B.npy"), "--out", m, "--method", "cca", "--quiet")[0] in (0, None)
-    code, err = run("encode", "--model", m, "--texts", str(tmp_path / "B.npy"),
-                    "--out", str(tmp_path / "enc.txt"))
+    assert run(
+        "fit",
+        "--paired-images",
+        str(tmp_path / "A.npy"),
+        "--paired-texts",
+        str(tmp_path / "B.npy"),
+        "--out",
+        m,
+        "--method",
+        "cca",
+        "--quiet",
+    )[0] in (0, None)
+    code, err = run(
+        "encode",
+        "--model",
+        m,
+        "--texts",
+        str(tmp_path / "B.npy"),
+        "--out",
+        str(tmp_path / "enc.txt"),
+    )
     assert code == 2 and "give a name ending in .npy" in err and err.count("\n") == 1
     assert not (tmp_path / "enc.txt").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where a folder should be: no write can succeed below it
-    code, err = run("eval", "--model", m, "--images", str(tmp_path / "A.npy"), "--texts",
-                    str(tmp_path / "B.npy"), "--out", str(blocker / "metrics.json"))
+    code, err = run(
+        "eval",
+        "--model",
+        m,
+        "--images",
+        str(tmp_path / "A.npy"),
+        "--texts",
+        str(tmp_path / "B.npy"),
+        "--out",
+        str(blocker / "metrics.json"),
+    )
     assert code == 2 and "cannot write here" in err and "Traceback" not in err
-    code, err = run("encode", "--model", m, "--texts", str(tmp_path / "B.npy"),
-                    "--out", str(blocker / "z.npy"))
+    code, err = run(
+        "encode", "--model", m, "--texts", str(tmp_path / "B.npy"), "--out", str(blocker / "z.npy")
+    )
     assert code == 2 and "cannot write here" in err

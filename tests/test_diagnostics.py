@@ -17,6 +17,7 @@ from sotalign.errors import InputError
 
 def _brute_mutual_knn(A: np.ndarray, B: np.ndarray, k: int) -> float:
     """Reference: explicit Python loops, full sort of cosine similarities."""
+
     def neighbours(X: np.ndarray) -> list[set[int]]:
         Z = X / np.linalg.norm(X, axis=1, keepdims=True)
         S = Z @ Z.T
@@ -43,8 +44,10 @@ def test_identical_encoders_give_one() -> None:
 def test_independent_encoders_give_chance() -> None:
     rng = np.random.default_rng(1)
     n, k = 1000, 10
-    vals = [mutual_knn_alignment(rng.normal(size=(n, 32)), rng.normal(size=(n, 48)), k=k)
-            for _ in range(3)]
+    vals = [
+        mutual_knn_alignment(rng.normal(size=(n, 32)), rng.normal(size=(n, 48)), k=k)
+        for _ in range(3)
+    ]
     chance = k / (n - 1)
     assert np.mean(vals) == pytest.approx(chance, rel=0.25)
 
@@ -90,8 +93,7 @@ def test_ssw_zero_for_identical_and_grows_with_shift() -> None:
     P = rng.normal(size=(400, 16))
     assert spherical_sliced_wasserstein(P, P, n_projections=50) == pytest.approx(0.0, abs=1e-9)
     # row scaling does not matter: pools live on the sphere
-    assert spherical_sliced_wasserstein(P, 3 * P, n_projections=50) == pytest.approx(
-        0.0, abs=1e-9)
+    assert spherical_sliced_wasserstein(P, 3 * P, n_projections=50) == pytest.approx(0.0, abs=1e-9)
     Q = rng.normal(size=(400, 16))  # same distribution, different samples
     same = spherical_sliced_wasserstein(P, Q, n_projections=50)
     shift = np.zeros(16)

@@ -132,14 +132,15 @@ def test_sail_refits_on_all_pairs_up_to_the_validated_step():
     assert [h["step"] for h in early.train_history_] == [1, 2, 3, 4]
     assert early.train_history_[-1]["lr"] == lr_at(3, 40, 1e-3, 0.1)
     # the refit sees all 60 pairs; without refit the heads saw the 48 training pairs only
-    assert not torch.equal(est.aligner_.model.f.linear.weight,
-                           no_refit.aligner_.model.f.linear.weight)
+    assert not torch.equal(
+        est.aligner_.model.f.linear.weight, no_refit.aligner_.model.f.linear.weight
+    )
 
 
-@pytest.mark.parametrize("method, divergence", [("sotalign_cka", "cka"),
-                                                ("sotalign_ginfonce", "ginfonce")])
-def test_table1_divergence_methods_train_with_their_divergence(method, divergence,
-                                                                monkeypatch):
+@pytest.mark.parametrize(
+    "method, divergence", [("sotalign_cka", "cka"), ("sotalign_ginfonce", "ginfonce")]
+)
+def test_table1_divergence_methods_train_with_their_divergence(method, divergence, monkeypatch):
     import sotalign.training.objective as train_mod
     from sotalign.synthetic import TwoView
 
@@ -150,8 +151,15 @@ def test_table1_divergence_methods_train_with_their_divergence(method, divergenc
     A, B = tv.pairs(60, 1)
     X, Y = tv.unpaired(400, 400, 2)
     Ti, Tt = tv.pairs(200, 3)
-    est = SOTAlign(method=method, steps=40, lr=1e-3, dim=16, batch_unpaired=64,
-                   alpha_grid=(0.1,), progress=False).fit(A, B, X, Y)
+    est = SOTAlign(
+        method=method,
+        steps=40,
+        lr=1e-3,
+        dim=16,
+        batch_unpaired=64,
+        alpha_grid=(0.1,),
+        progress=False,
+    ).fit(A, B, X, Y)
     assert set(seen) == {divergence} and est.divergence == "klot"  # parameter left as given
     assert [c["candidate"] for c in est.selection_] == ["teacher:cca", "alpha=0", "alpha=0.1"]
     from sotalign.eval import retrieval_metrics

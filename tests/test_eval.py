@@ -106,8 +106,7 @@ def _reference_ranks(img, txt, t2i):
     n_i, n_t = len(img), len(txt)
     S = [[float(np.dot(img[i], txt[j])) for j in range(n_t)] for i in range(n_i)]
     t2i_rank = [
-        sum(1 for i in range(n_i) if i != t2i[j] and S[i][j] >= S[t2i[j]][j])
-        for j in range(n_t)
+        sum(1 for i in range(n_i) if i != t2i[j] and S[i][j] >= S[t2i[j]][j]) for j in range(n_t)
     ]
     i2t_rank = []
     for i in range(n_i):
@@ -242,8 +241,11 @@ def test_non_finite_embeddings_are_refused(bad):
     H = _hadamard(16)[:6].astype(np.float32)
     img = H.copy()
     img[2, 3] = bad
-    with pytest.raises(InputError, match=r"^image embeddings hold NaN or inf in 1 row\(s\) "
-                       r"\(first: row 2\)") as exc:
+    with pytest.raises(
+        InputError,
+        match=r"^image embeddings hold NaN or inf in 1 row\(s\) "
+        r"\(first: row 2\)",
+    ) as exc:
         retrieval_metrics(img, H)
     assert "\n" not in str(exc.value)
     with pytest.raises(InputError, match=r"^image embeddings hold NaN or inf"):

@@ -275,6 +275,7 @@ def test_warnings_print_as_one_line_without_a_path(work):
 
 def test_the_warning_format_is_the_cli_s_only(work, capsys, monkeypatch):
     """main() restores the library user's format, and warnings stay recordable under it."""
+
     def users_format(*args, **kwargs):
         return "the user's format\n"
 

@@ -50,9 +50,25 @@ def test_fit_writes_the_history_beside_the_model(two_view, tmp_path):
     A, B = two_view.pairs(40, 1)
     np.save(tmp_path / "A.npy", A)
     np.save(tmp_path / "B.npy", B)
-    cmd = [sys.executable, "-m", "sotalign", "fit", "--paired-images", str(tmp_path / "A.npy"),
-           "--paired-texts", str(tmp_path / "B.npy"), "--out", str(tmp_path / "m"),
-           "--method", "sail", "--set", "steps=8", "--set", "dim=8", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sotalign",
+        "fit",
+        "--paired-images",
+        str(tmp_path / "A.npy"),
+        "--paired-texts",
+        str(tmp_path / "B.npy"),
+        "--out",
+        str(tmp_path / "m"),
+        "--method",
+        "sail",
+        "--set",
+        "steps=8",
+        "--set",
+        "dim=8",
+        "--quiet",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     saved = json.loads((tmp_path / "m" / HISTORY_FILE).read_text())

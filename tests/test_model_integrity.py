@@ -391,8 +391,9 @@ _LEAVES = (
 )
 _JSON = hs.recursive(
     _LEAVES,
-    lambda inner: hs.lists(inner, max_size=3)
-    | hs.dictionaries(hs.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=5,
 )
 
@@ -457,9 +458,7 @@ def test_random_weight_file_corruption_never_crashes(store, kind, data):
     head = 8 + _header_len(src / WEIGHTS)
     flips = data.draw(
         hs.lists(
-            hs.tuples(
-                hs.integers(0, head - 1) | hs.integers(0, len(raw) - 1), hs.integers(0, 7)
-            ),
+            hs.tuples(hs.integers(0, head - 1) | hs.integers(0, len(raw) - 1), hs.integers(0, 7)),
             max_size=4,
         )
     )
