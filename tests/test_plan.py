@@ -167,3 +167,19 @@ def test_a_resumed_fit_keeps_its_plan(monkeypatch, two_view, tmp_path):
     again = _small(**kw).fit(A, B, X, Y, resume=True)
     assert again.plan_ == first.plan_ and not calls
     assert len(again.train_history_) == planned
+
+
+def test_the_plan_charges_alpha_zero_its_own_cheaper_steps(monkeypatch, two_view):
+    A, B = two_view.pairs(80, 1)
+    X, Y = two_view.unpaired(200, 180, 2)
+    timed: list[float] = []
+
+    def fake(cfg, train, data, objective, teacher, *a, **k):
+        timed.append(objective.alpha)
+        return 1.0 if objective.alpha > 0 else 0.1  # the OT term dominates a step
+
+    monkeypatch.setattr(sotalign_method, "time_step", fake)
+    est = _small(steps=12, alpha_grid=[1.0, 0.1]).fit(A, B, X, Y)
+    # trainings: alpha=0 (0.1 s), alpha=1 and alpha=0.1 (1 s each), the refit (1 s, costliest)
+    assert est.plan_["trainings"] == 4 and sorted(timed) == [0.0, 0.1]
+    assert est.plan_["sec_per_step"] == pytest.approx((0.1 + 1 + 1 + 1) / 4)

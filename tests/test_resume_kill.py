@@ -103,7 +103,7 @@ SELECT_ARGS = [
     "--set", "batch_unpaired=96", "--set", "sinkhorn_iters=20",
     "--checkpoint-every", "3", "--quiet",
 ]  # fmt: skip
-SELECT_KILL_AT = PROBE_STEPS + 12 + 7  # in the 2nd trained candidate (alpha=1), past its step 6
+SELECT_KILL_AT = 2 * PROBE_STEPS + 12 + 7  # two timing probes (alpha = 0 and > 0), then 12 + 7
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")

@@ -75,16 +75,34 @@ def fit_sotalign(
 
         return heads_candidate(cfg, name, build, train, resume, {"alpha": alpha})
 
-    def probe(d: TrainData, alpha: float, train: TrainConfig = train) -> Callable[[], float]:
-        """Seconds per step of the costliest candidate (the largest α) on ``d``."""
-        objective = objective_from_config(train, alpha)
-        return lambda: time_step(cfg, train, d, objective, teacher_for(d) if with_teacher else None)
+    def probe(
+        d: TrainData,
+        alphas: list[float],
+        refit_alpha: float | None = None,
+        train: TrainConfig = train,
+    ) -> Callable[[], float]:
+        """Mean seconds per step over the planned trainings on ``d``: one per α of ``alphas``,
+        plus a refit (charged as a training with ``refit_alpha``, the costliest candidate's)."""
+
+        def seconds() -> float:
+            planned = [*alphas, *([] if refit_alpha is None else [refit_alpha])]
+            cost: dict[float, float] = {}  # a step with α = 0 skips the OT term: timed apart
+            for a in sorted(set(planned)):
+                if a not in cost and (a == 0 or not any(k > 0 for k in cost)):
+                    objective = objective_from_config(train, a)
+                    cost[a] = time_step(
+                        cfg, train, d, objective, teacher_for(d) if with_teacher else None
+                    )
+            big = max(cost)  # every α > 0 costs about the same (the OT term dominates)
+            return sum(cost[a] if a in cost else cost[big] for a in planned) / len(planned)
+
+        return seconds
 
     if not auto:
         alpha = float(cfg.alpha)
         split = carve_validation(data, cfg.val_fraction, train.seed, cfg.early_stopping)
         train, plan = plan_fit(
-            cfg, train, trainings=1, candidates=1, probe=probe(split.train, alpha), resume=resume
+            cfg, train, trainings=1, candidates=1, probe=probe(split.train, [alpha]), resume=resume
         )
         with fit_progress(plan.trainings * plan.steps, cfg.progress):
             sel = select([heads(alpha, f"alpha={alpha:g}", train)], data, split, refit=False)
@@ -108,7 +126,7 @@ def fit_sotalign(
         train,
         trainings=left + int(cfg.refit),
         candidates=len(alphas),
-        probe=probe(split.train, max(alphas)),
+        probe=probe(split.train, alphas[len(alphas) - left :], max(alphas) if cfg.refit else None),
         resume=resume,
     )
     candidates = [Candidate(names[0], teacher_alone, {"alpha": None})]
