@@ -9,7 +9,7 @@ refit of the winner), so its time is about
 :func:`time_step` measures ``s`` on the run's own data, objective and device — a few real
 steps of a throw-away trainer after one warm-up step (median); under torchrun the slowest
 rank's. With a budget ``B``, :func:`plan_steps` keeps the configured ``S`` when it fits and
-otherwise lowers it to ``⌊0.9·B / (T·s)⌋`` (10 % is left for what the formula leaves out);
+otherwise lowers it to ``⌊0.85·B / (T·s)⌋`` (15 % is left for what the formula leaves out);
 the learning-rate schedule follows the planned ``S``, so a budgeted run is a complete,
 shorter training, not a truncated one. The time the measurement itself took is taken off the
 budget first.
@@ -53,7 +53,7 @@ __all__ = [
     "time_step",
 ]
 
-HEADROOM = 0.9
+HEADROOM = 0.85
 """Share of a budget planned for training steps (the rest: teacher, validation, saving)."""
 MIN_STEPS = 10
 """Fewest steps per training a budget may plan; a smaller budget is refused."""
