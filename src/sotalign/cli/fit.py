@@ -90,9 +90,7 @@ def fit(
     est = SOTAlign(**params)
     cfg = est.config()  # the whole configuration is checked before any data is read
     comm = init_from_env(cfg.train.device)  # under torchrun: join its group (else one process)
-    writer = comm.rank == 0
-    if not writer:
-        params["progress"] = False
+    writer = comm.rank == 0  # bars and the plan show on rank 0 only (training/, methods/plan)
     # a file in the way, a folder that cannot be written: refused before anything is created
     prepare_output_dir(out, overwrite=True, create=False)
     lock_ctx = lock_output_dir(out, "sotalign fit") if writer else contextlib.nullcontext()

@@ -86,15 +86,15 @@ def fit_sotalign(
 
         def seconds() -> float:
             planned = [*alphas, *([] if refit_alpha is None else [refit_alpha])]
-            cost: dict[float, float] = {}  # a step with α = 0 skips the OT term: timed apart
-            for a in sorted(set(planned)):
-                if a not in cost and (a == 0 or not any(k > 0 for k in cost)):
-                    objective = objective_from_config(train, a)
-                    cost[a] = time_step(
-                        cfg, train, d, objective, teacher_for(d) if with_teacher else None
-                    )
-            big = max(cost)  # every α > 0 costs about the same (the OT term dominates)
-            return sum(cost[a] if a in cost else cost[big] for a in planned) / len(planned)
+            teacher = teacher_for(d) if with_teacher else None
+            # a step with α = 0 skips the OT term; every α > 0 costs about the same: one timing
+            # per kind of step, the smallest α of each kind standing for it
+            kinds = {a > 0: a for a in sorted(set(planned), reverse=True)}
+            cost = {
+                k: time_step(cfg, train, d, objective_from_config(train, a), teacher)
+                for k, a in kinds.items()
+            }
+            return sum(cost[a > 0] for a in planned) / len(planned)
 
         return seconds
 

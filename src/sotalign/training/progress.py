@@ -15,6 +15,8 @@ from contextvars import ContextVar
 
 from tqdm.auto import tqdm
 
+from ..parallel import is_writer
+
 __all__ = ["FitProgress", "current_progress", "fit_progress"]
 
 
@@ -24,7 +26,7 @@ class FitProgress:
     def __init__(self, total: int, enabled: bool = True) -> None:
         self.bar = tqdm(
             total=max(int(total), 0),
-            disable=not enabled,
+            disable=not (enabled and is_writer()),  # under torchrun, rank 0 shows the bar
             desc="fit",
             unit="step",
             dynamic_ncols=True,
