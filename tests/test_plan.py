@@ -131,13 +131,43 @@ def test_selection_plans_every_training_and_shows_one_bar(monkeypatch, two_view,
     A, B = two_view.pairs(80, 1)
     X, Y = two_view.unpaired(200, 180, 2)
     _fake_step_time(monkeypatch, 0.01)
-    est = _small(steps=12, alpha_grid=[1.0], progress=True).fit(A, B, X, Y)
+    est = _small(steps=12, alpha_grid=[1.0], progress=True, selection="full").fit(A, B, X, Y)
     assert (est.plan_["trainings"], est.plan_["candidates"]) == (3, 2)  # α = 0, α = 1, refit
+    assert est.plan_["total_steps"] == 36
     err = capsys.readouterr().err
     assert "plan: 2 candidates + refit × 12 steps" in err
     assert "candidate 2/3: alpha=0" in err and "candidate 3/3: alpha=1" in err
     assert "refit on all pairs" in err
     assert "train:" not in err  # no per-training bar restarting from zero
+
+
+def test_halving_plans_and_labels_its_stages(monkeypatch, two_view, capsys):
+    A, B = two_view.pairs(80, 1)
+    X, Y = two_view.unpaired(200, 180, 2)
+    _fake_step_time(monkeypatch, 0.01)
+    totals: list[int] = []
+    real = sotalign_method.fit_progress
+
+    def spy(total, enabled=True):
+        totals.append(total)
+        return real(total, enabled)
+
+    monkeypatch.setattr(sotalign_method, "fit_progress", spy)
+    est = _small(steps=30, alpha_grid=[1.0, 0.1], progress=True).fit(A, B, X, Y)
+    plan = est.plan_
+    # 3 trained candidates to step 9 (the validation step, every 3, nearest 30 / 3; at most
+    # 10), the best 1 of them on to 30, then the refit: 3·9 + 21 + 30 steps
+    assert (plan["rung"], plan["kept"], plan["trainings"]) == (9, 1, 4)
+    assert plan["total_steps"] == totals[0] == 3 * 9 + 21 + 30
+    assert plan["estimate_s"] == pytest.approx(78 * 0.01)
+    err = capsys.readouterr().err
+    assert "plan: 3 candidates (the best 1 continued after step 9) + refit × 30 steps" in err
+    for k, name in enumerate(("alpha=0", "alpha=1", "alpha=0.1"), 1):
+        assert f"candidate {k}/3: {name}, to step 9" in err
+    chosen = [r for r in est.selection_ if r.get("alpha") is not None and "stopped_at" not in r]
+    assert len(chosen) == 1 and f"best 1/1 of step 9: {chosen[0]['candidate']}" in err
+    stopped = [r for r in est.selection_ if r.get("stopped_at") == 9]
+    assert len(stopped) == 2 and all(r["best_step"] <= 9 for r in stopped)
 
 
 def test_a_long_plan_without_budget_warns(monkeypatch, two_view):

@@ -103,34 +103,48 @@ SELECT_ARGS = [
     "--set", "batch_unpaired=96", "--set", "sinkhorn_iters=20",
     "--checkpoint-every", "3", "--quiet",
 ]  # fmt: skip
-SELECT_KILL_AT = 2 * PROBE_STEPS + 12 + 7  # two timing probes (alpha = 0 and > 0), then 12 + 7
+# two timing probes (alpha = 0 and > 0), then: full selection — candidate alpha=0 (12 steps)
+# and 7 steps of alpha=1; successive halving (rung at step 4, the best 1 continues) — three
+# candidates to step 4, then 4 steps of the survivor (alpha=0: every score ties at 100 here,
+# and ties keep the earlier candidate)
+SELECT_KILL_AT = {"full": 2 * PROBE_STEPS + 12 + 7, "halving": 2 * PROBE_STEPS + 3 * 4 + 4}
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_selection_killed_mid_candidate_resumes_to_the_same_model(tmp_path, two_view):
+@pytest.mark.parametrize("selection", ["full", "halving"])
+def test_a_selection_killed_mid_candidate_resumes_to_the_same_model(tmp_path, two_view, selection):
     A, B = two_view.pairs(80, 1)
     X, Y = two_view.unpaired(300, 250, 2)
     for name, arr in dict(A=A, B=B, X=X, Y=Y).items():
         np.save(tmp_path / f"{name}.npy", arr)
+    args = [*SELECT_ARGS, "--set", f"selection={selection}"]
     base = fit_cmd("ref")[: -len(ARGS)]
-    subprocess.run([*base, *SELECT_ARGS], cwd=tmp_path, check=True, timeout=600)
+    subprocess.run([*base, *args], cwd=tmp_path, check=True, timeout=600)
 
     hold = write_hold_wrapper(tmp_path)
     marker = tmp_path / "ready"
-    run = [*fit_cmd("run")[3 : -len(ARGS)], *SELECT_ARGS]
-    cmd = [sys.executable, str(hold), str(SELECT_KILL_AT), str(marker), "any", *run]
+    run = [*fit_cmd("run")[3 : -len(ARGS)], *args]
+    cmd = [sys.executable, str(hold), str(SELECT_KILL_AT[selection]), str(marker), "any", *run]
     code, output = kill_when_held(cmd, marker, tmp_path)
     assert code == -signal.SIGKILL, output
     ckpt = tmp_path / "run" / "checkpoints"
-    rows = json.loads((ckpt / "selection.json").read_text())
-    assert [r["candidate"] for r in rows] == ["teacher:cca", "alpha=0"]  # finished before the kill
-    assert _checkpoint_steps(ckpt / "candidates" / "alpha=1")[-1] == 6  # the interrupted one
+    if selection == "full":
+        rows = json.loads((ckpt / "selection.json").read_text())
+        assert [r["candidate"] for r in rows] == ["teacher:cca", "alpha=0"]  # finished first
+        assert _checkpoint_steps(ckpt / "candidates" / "alpha=1")[-1] == 6  # interrupted
+    else:  # killed while the survivor continues (step 8): nothing chosen yet
+        assert not (ckpt / "selection.json").exists()
+        last = {
+            n: _checkpoint_steps(ckpt / "candidates" / n)[-1]
+            for n in ("alpha=0", "alpha=1", "alpha=0.1")
+        }
+        assert last == {"alpha=0": 6, "alpha=1": 4, "alpha=0.1": 4}
 
     # without --resume: refused, pointing to --resume
-    again = subprocess.run([*base[:-1], "run", *SELECT_ARGS], cwd=tmp_path, capture_output=True,
+    again = subprocess.run([*base[:-1], "run", *args], cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)  # fmt: skip
     assert again.returncode == 2 and "--resume" in again.stderr
-    subprocess.run([*base[:-1], "run", *SELECT_ARGS, "--resume"], cwd=tmp_path, check=True,
+    subprocess.run([*base[:-1], "run", *args, "--resume"], cwd=tmp_path, check=True,
                    timeout=600)  # fmt: skip
     ref = load_file(str(tmp_path / "ref" / "model.safetensors"))
     got = load_file(str(tmp_path / "run" / "model.safetensors"))

@@ -7,7 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from sotalign.methods.selection import Candidate, Fitted, Split, select, split_pairs
+from sotalign.methods.selection import (
+    Candidate,
+    Fitted,
+    Halving,
+    Split,
+    best_until,
+    halving_schedule,
+    select,
+    split_pairs,
+)
 from sotalign.training import TrainData
 
 
@@ -136,3 +145,92 @@ def test_split_pairs_is_seeded_disjoint_and_refuses_too_few_pairs():
 
     with pytest.raises(InputError, match="too few"):
         split_pairs(3, 0.5, 0)
+
+
+# -- successive halving --------------------------------------------------------------------
+
+
+class Staged:
+    """A trained candidate whose validation curve is given: ``curve[s]`` is (R@1, MRR) at
+    validation step ``s``; it records how far it was advanced."""
+
+    def __init__(self, name, curve, total=12):
+        self.name, self.curve, self.total = name, curve, total
+        self.advanced: list[tuple[int | None, bool]] = []
+        self.history: list[dict[str, float]] = []
+        self.step = 0
+
+    def start(self, data, val):
+        assert val is not None and data.n_pairs == 32
+        return self
+
+    def advance(self, stop_at=None, pause=False):
+        self.advanced.append((stop_at, pause))
+        end = self.total if stop_at is None else stop_at
+        for s in range(self.step + 1, end + 1):
+            row = {"step": s}
+            if s in self.curve:
+                row["val_mean_R@1"], row["val_MRR"] = self.curve[s]
+            self.history.append(row)
+        self.step = end
+
+    def finish(self):
+        r1, mrr, step = best_until(self.history, self.total)
+        return Fitted(self.name, step, (r1, mrr), self.history)
+
+    def fit(self, data, val, stop_at, final):  # the refit (or a full training)
+        self.refit = {"n": data.n_pairs, "stop_at": stop_at, "final": final}
+        return Fitted(self.name + "-refit", stop_at, None, [])
+
+    def candidate(self):
+        return Candidate(self.name, self.fit, {"tag": self.name}, start=self.start)
+
+
+def test_halving_schedule_puts_the_rung_on_a_validation_step():
+    assert halving_schedule(3, 300) == Halving(90, 1)  # validation every 30: 90 is nearest 100
+    assert halving_schedule(5, 2000) == Halving(600, 2)  # ⌈5/3⌉ continue
+    assert halving_schedule(6, 300, eval_every=25) == Halving(100, 2)
+    assert halving_schedule(1, 300) is None  # nothing to halve
+    assert halving_schedule(3, 30, eval_every=30) is None  # no validation before the end
+    assert Halving(90, 1).steps(3, 300) == 3 * 90 + 210
+
+
+def test_halving_continues_only_the_best_at_the_rung_and_refits_the_winner(data):
+    # b leads at the rung (step 4) and ends best; c would have overtaken a later but is
+    # stopped at the rung: halving only sees what the rung shows
+    a = Staged("a", {2: (30.0, 40.0), 4: (35.0, 45.0), 8: (36.0, 46.0)})
+    b = Staged("b", {2: (20.0, 30.0), 4: (50.0, 55.0), 8: (60.0, 65.0), 12: (58.0, 64.0)})
+    c = Staged("c", {2: (10.0, 20.0), 4: (34.0, 40.0), 12: (90.0, 95.0)})
+    teacher = Recorder("teacher", (40.0, 50.0))
+    cands = [teacher.candidate(), a.candidate(), b.candidate(), c.candidate()]
+    sel = select(cands, data, Split.of(data, 0.2, 0), refit=True, halving=Halving(4, 1))
+    assert [r["candidate"] for r in sel.table] == ["teacher", "a", "b", "c"]
+    assert [r["selected"] for r in sel.table] == [False, False, True, False]
+    assert a.advanced == c.advanced == [(4, True)]  # stopped at the rung, never continued
+    assert b.advanced == [(4, True), (None, False)]  # continued from where it stopped
+    assert sel.table[1] == {"candidate": "a", "tag": "a", "val_mean_R@1": 35.0,
+                            "val_MRR": 45.0, "best_step": 4, "stopped_at": 4,
+                            "selected": False}  # fmt: skip
+    assert sel.table[2]["val_mean_R@1"] == 60.0 and sel.table[2]["best_step"] == 8
+    assert "stopped_at" not in sel.table[2] and sel.table[0]["val_mean_R@1"] == 40.0
+    assert b.refit == {"n": 40, "stop_at": 8, "final": True} and sel.aligner == "b-refit"
+    assert not hasattr(a, "refit") and not hasattr(c, "refit")
+
+
+def test_halving_ties_at_the_rung_keep_the_earlier_candidate_and_can_keep_the_teacher(data):
+    a = Staged("a", {4: (30.0, 40.0), 12: (31.0, 41.0)})
+    b = Staged("b", {4: (30.0, 40.0), 12: (99.0, 99.0)})
+    teacher = Recorder("teacher", (50.0, 60.0))
+    sel = select([teacher.candidate(), a.candidate(), b.candidate()], data,
+                 Split.of(data, 0.2, 0), refit=False, halving=Halving(4, 1))  # fmt: skip
+    assert a.advanced == [(4, True), (None, False)] and b.advanced == [(4, True)]
+    assert sel.aligner == "teacher" and sel.table[0]["selected"]
+
+
+def test_best_until_reads_the_history_up_to_a_step_with_ties_to_the_later():
+    history = [{"step": 1}, {"step": 2, "val_mean_R@1": 5.0, "val_MRR": 9.0},
+               {"step": 4, "val_mean_R@1": 5.0, "val_MRR": 9.0},
+               {"step": 6, "val_mean_R@1": 7.0, "val_MRR": 1.0}]  # fmt: skip
+    assert best_until(history, 5) == (5.0, 9.0, 4)
+    assert best_until(history, 6) == (7.0, 1.0, 6)
+    assert best_until(history, 1) == (None, None, None)

@@ -129,7 +129,10 @@ class SOTAlignConfig:
     the validation split of the pairs. dim, head: output width and head type. alpha: divergence
     weight, or ``"auto"`` to select it on validation among ``alpha_grid`` (with the teacher
     alone and α = 0). val_fraction: share of the pairs held out for selection; early_stopping:
-    keep the best validation step; refit: retrain the selected candidate on all pairs. progress:
+    keep the best validation step; refit: retrain the selected candidate on all pairs.
+    selection: ``halving`` trains the candidates by successive halving (all to a third of the
+    steps, the best third to the end; :mod:`sotalign.methods.selection`), ``full`` trains
+    every candidate to the end. progress:
     progress bars. checkpoint_dir: folder of resumable checkpoints of the final training.
     method_params: options of a baseline method. recipe: the schedule the unset parameters came
     from (``paper`` or ``cpu``; ``auto`` is resolved when the tree is built from flat names).
@@ -149,6 +152,7 @@ class SOTAlignConfig:
     val_fraction: float = 0.2
     early_stopping: bool = True
     refit: bool = True
+    selection: str = "halving"
     progress: bool = True
     checkpoint_dir: str | None = None
     method_params: dict[str, Any] | None = None
@@ -174,6 +178,7 @@ class SOTAlignConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         put("early_stopping", check_bool("early_stopping", self.early_stopping))
         put("refit", check_bool("refit", self.refit))
+        put("selection", check_choice("selection", self.selection, ("halving", "full")))
         put("progress", check_bool("progress", self.progress))
         put("checkpoint_dir", check_optional_str("checkpoint_dir", self.checkpoint_dir))
         if self.method_params is not None and not isinstance(self.method_params, Mapping):

@@ -85,6 +85,8 @@ class SOTAlign:
     val_fraction: share of the pairs held out for selection when selection runs.
     early_stopping: keep the weights with the best validation score during training.
     refit: after selection, retrain the chosen candidate on all pairs.
+    selection: ``halving`` (default): every candidate is trained to a third of its steps and
+        only the best third continues (successive halving); ``full``: all to the end.
     eval_every: validation interval in steps (0: every steps/10).
     seed, device (``auto``/``cpu``/``cuda``), progress (progress bars),
     checkpoint_dir, checkpoint_every: periodic resumable checkpoints of the final training.
@@ -125,6 +127,7 @@ class SOTAlign:
         val_fraction: float = _D["val_fraction"],
         early_stopping: bool = _D["early_stopping"],
         refit: bool = _D["refit"],
+        selection: str = _D["selection"],
         eval_every: int = _D["eval_every"],
         seed: int = _D["seed"],
         device: str = _D["device"],

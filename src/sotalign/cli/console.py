@@ -33,7 +33,8 @@ def print_selection(
     rows: list[dict[str, Any]],
     title: str = "validation selection (held-out pairs; MRR breaks R@1 ties)",
 ) -> None:
-    """Print a validation selection table (candidates, scores, best step, the selected one)."""
+    """Print a validation selection table (candidates, scores, best step, the selected one;
+    a candidate successive halving stopped early says at which step)."""
     table = Table(title=title)
     for col in ("candidate", "val mean R@1", "val MRR", "best step", ""):
         table.add_column(col)
@@ -44,6 +45,8 @@ def print_selection(
             "-" if score is None else f"{score:.1f}",
             "-" if mrr is None else f"{mrr:.1f}",
             "-" if r.get("best_step") is None else str(r["best_step"]),
-            "selected" if r.get("selected") else "",
+            "selected"
+            if r.get("selected")
+            else (f"stopped at step {r['stopped_at']}" if r.get("stopped_at") else ""),
         )
     console.print(table)

@@ -17,6 +17,7 @@ from .selection import Candidate, Fitted
 
 __all__ = [
     "CANDIDATES_DIR",
+    "HeadsRun",
     "candidate_dir",
     "fit_teacher",
     "heads_candidate",
@@ -41,6 +42,61 @@ def fit_teacher(cfg: SOTAlignConfig, data: TrainData, name: str | None = None) -
     return make_teacher(name, **kwargs).fit(data.images.array, data.texts.array)
 
 
+class HeadsRun:
+    """A training of fresh heads (seeded) that can be advanced in stages — the selection's
+    successive halving trains a candidate to a rung, scores it and continues only the best.
+
+    ``final`` checkpoints into ``cfg.checkpoint_dir``, a selection candidate into
+    ``checkpoint_dir`` (when given); ``resume`` continues from the checkpoints there."""
+
+    def __init__(
+        self,
+        cfg: SOTAlignConfig,
+        data: TrainData,
+        objective: Objective,
+        train: TrainConfig,
+        *,
+        teacher: LinearTeacher | None = None,
+        val: ValData | None = None,
+        final: bool = False,
+        resume: bool = False,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        ckpt = cfg.checkpoint_dir if final else checkpoint_dir
+        torch.manual_seed(train.seed)
+        self.cfg, self.val = cfg, val
+        self.model = AlignmentModel(
+            data.images.dim, data.texts.dim, cfg.dim, cfg.head, teacher=teacher
+        )
+        self.trainer = Trainer(
+            self.model, objective, data, train, val=val, checkpoint_dir=ckpt, progress=cfg.progress
+        )
+        self._resume = resume and ckpt is not None
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.trainer.history
+
+    def advance(self, stop_at: int | None = None, pause: bool = False) -> None:
+        """Train up to step ``stop_at`` (default: the end) of the schedule of ``train.steps``;
+        ``pause``: a later call continues this training."""
+        self.trainer.run(resume=self._resume, stop_at=stop_at, pause=pause)
+        self._resume = False  # checkpoints are read once, at the start
+
+    def finish(self) -> Fitted:
+        """The result: the best validation weights when early-stopping on ``val``."""
+        trainer = self.trainer
+        if self.val is not None and self.cfg.early_stopping:
+            trainer.restore_best()
+        self.model.teacher = None
+        return Fitted(
+            HeadsAligner(self.model.cpu(), self.cfg.head),
+            trainer.best_step,
+            (trainer.best_score, trainer.best_mrr) if self.val is not None else None,
+            trainer.history,
+        )
+
+
 def train_heads(
     cfg: SOTAlignConfig,
     data: TrainData,
@@ -54,33 +110,21 @@ def train_heads(
     stop_at: int | None = None,
     checkpoint_dir: Path | None = None,
 ) -> Fitted:
-    """Train fresh heads (seeded) on ``data`` with ``objective``; early-stop on ``val``.
-
-    ``stop_at`` ends at that step on the schedule of ``train.steps``; ``final`` checkpoints
-    into ``cfg.checkpoint_dir``, a selection candidate into ``checkpoint_dir`` (when given);
-    ``resume`` continues from the checkpoints there."""
-    ckpt = cfg.checkpoint_dir if final else checkpoint_dir
-    torch.manual_seed(train.seed)
-    model = AlignmentModel(data.images.dim, data.texts.dim, cfg.dim, cfg.head, teacher=teacher)
-    trainer = Trainer(
-        model,
-        objective,
+    """Train fresh heads (seeded) on ``data`` with ``objective``; early-stop on ``val``;
+    ``stop_at`` ends at that step on the schedule of ``train.steps`` (see :class:`HeadsRun`)."""
+    run = HeadsRun(
+        cfg,
         data,
+        objective,
         train,
+        teacher=teacher,
         val=val,
-        checkpoint_dir=ckpt,
-        progress=cfg.progress,
+        final=final,
+        resume=resume,
+        checkpoint_dir=checkpoint_dir,
     )
-    result = trainer.run(resume=resume and ckpt is not None, stop_at=stop_at)
-    if val is not None and cfg.early_stopping:
-        trainer.restore_best()
-    model.teacher = None
-    return Fitted(
-        HeadsAligner(model.cpu(), cfg.head),
-        result.best_step,
-        (result.best_score, result.best_mrr) if val is not None else None,
-        result.history,
-    )
+    run.advance(stop_at)
+    return run.finish()
 
 
 def heads_candidate(
@@ -111,7 +155,20 @@ def heads_candidate(
             checkpoint_dir=own,
         )
 
-    return Candidate(name, fit, dict(info or {}))
+    def start(data: TrainData, val: ValData) -> HeadsRun:
+        tr_data, objective, teacher = build(data)
+        return HeadsRun(
+            cfg,
+            tr_data,
+            objective,
+            train,
+            teacher=teacher,
+            val=val,
+            resume=resume,
+            checkpoint_dir=own,
+        )
+
+    return Candidate(name, fit, dict(info or {}), start)
 
 
 def candidate_dir(cfg: SOTAlignConfig, name: Any) -> Path | None:

@@ -5,6 +5,9 @@ refit of the winner), so its time is about
 
     t ≈ T · S · s,     s = the measured seconds per training step
 
+— with successive halving (:mod:`sotalign.methods.selection`) a candidate stopped at the rung
+counts as the share of a training it runs, so ``T`` need not be whole
+
 (the teacher, validation and saving are small next to it on the pools SOTAlign is for).
 :func:`time_step` measures ``s`` on the run's own data, objective and device — a few real
 steps of a throw-away trainer after one warm-up step (median); under torchrun the slowest
@@ -37,6 +40,7 @@ from ..io import write_json_atomic
 from ..models import AlignmentModel, LinearTeacher
 from ..parallel import Comm, is_writer
 from ..training import Objective, TrainConfig, TrainData, Trainer, resolve_device
+from .selection import Halving
 
 __all__ = [
     "HEADROOM",
@@ -78,13 +82,26 @@ class Plan:
     sec_per_step: float
     device: str
     budget_s: float | None = None
+    rung: int | None = None
+    kept: int | None = None
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps of the whole fit: with successive halving (``rung``, ``kept``) the
+        candidates run to the rung and ``kept`` of them on to the end; the rest train fully."""
+        if self.rung is None or self.kept is None:
+            return self.trainings * self.steps
+        halved = self.candidates * self.rung + self.kept * (self.steps - self.rung)
+        return halved + (self.trainings - self.candidates) * self.steps
 
     @property
     def estimate_s(self) -> float:
-        return self.trainings * self.steps * self.sec_per_step
+        return self.total_steps * self.sec_per_step
 
     def describe(self) -> str:
         what = f"{self.candidates} candidate{'s' * (self.candidates != 1)}"
+        if self.rung is not None:
+            what += f" (the best {self.kept} continued after step {self.rung})"
         if self.trainings > self.candidates:
             what += " + refit"
         line = (
@@ -98,7 +115,7 @@ class Plan:
         return line
 
     def as_dict(self) -> dict[str, float | int | str | None]:
-        return {**asdict(self), "estimate_s": self.estimate_s}
+        return {**asdict(self), "total_steps": self.total_steps, "estimate_s": self.estimate_s}
 
 
 def format_duration(seconds: float) -> str:
@@ -113,7 +130,9 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def plan_steps(configured: int, trainings: int, sec_per_step: float, budget_s: float | None) -> int:
+def plan_steps(
+    configured: int, trainings: float, sec_per_step: float, budget_s: float | None
+) -> int:
     """Steps per training: ``configured``, or fewer so that ``trainings`` of them fit in
     ``HEADROOM · budget_s`` (see the module docstring)."""
     if budget_s is None or trainings == 0:
@@ -123,7 +142,7 @@ def plan_steps(configured: int, trainings: int, sec_per_step: float, budget_s: f
         need = MIN_STEPS * trainings * sec_per_step / HEADROOM
         raise ConfigError(
             f"a budget of {format_duration(budget_s)} leaves {max(fit, 0)} steps for each of"
-            f" {trainings} trainings ({sec_per_step:.3g} s/step here); give at least"
+            f" {trainings:.3g} trainings ({sec_per_step:.3g} s/step here); give at least"
             f" {format_duration(need)}, fewer candidates (alpha=<number>) or smaller batches"
         )
     return min(configured, fit)
@@ -182,10 +201,13 @@ def plan_fit(
     candidates: int,
     probe: Callable[[], float],
     resume: bool = False,
+    halving: Callable[[int], Halving | None] | None = None,
 ) -> tuple[TrainConfig, Plan]:
     """Plan a fit of ``trainings`` trainings (``candidates`` of them selection candidates):
     time a step with ``probe``, fit the steps to ``cfg.budget``, report the plan; return the
-    training configuration with the planned steps, and the plan.
+    training configuration with the planned steps, and the plan. ``halving(steps)``: the
+    successive-halving rung of the candidates for a number of steps (``None``: no halving);
+    a budget then counts a halved candidate as the share of a training it runs.
 
     The plan is saved beside the checkpoints (``plan.json``) and a resumed fit reuses it, so
     an interrupted budgeted fit resumes on the same schedule."""
@@ -201,8 +223,23 @@ def plan_fit(
         t0 = time.perf_counter()
         sec = probe() if trainings else 0.0
         left = None if cfg.budget is None else cfg.budget - (time.perf_counter() - t0)
-        steps = plan_steps(train.steps, trainings, sec, left)
-        plan = Plan(trainings, candidates, steps, train.steps, sec, device_name(train), cfg.budget)
+        h = halving(train.steps) if halving and trainings else None
+        share = trainings  # trainings' worth of steps, a halved candidate counted by its share
+        if h is not None:
+            share = trainings - candidates + h.steps(candidates, train.steps) / train.steps
+        steps = plan_steps(train.steps, share, sec, left)
+        h = halving(steps) if halving and trainings else None
+        plan = Plan(
+            trainings,
+            candidates,
+            steps,
+            train.steps,
+            sec,
+            device_name(train),
+            cfg.budget,
+            h.rung if h else None,
+            h.keep if h else None,
+        )
         if saved is not None and is_writer():
             write_json_atomic(saved, plan.as_dict())
     report(plan, cfg.progress and is_writer())

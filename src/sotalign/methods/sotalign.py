@@ -4,9 +4,10 @@
 With ``alpha="auto"`` the candidates are the teacher alone, the heads without the divergence
 (α = 0) and every α of ``alpha_grid``; they are fitted on the training part of the pairs (the
 teacher of that part shared by all), selected on validation and the winner is refitted on all
-pairs (:func:`sotalign.methods.selection.select`). A fixed α trains once, early-stopped on a
-validation split. The Table 1 variants swap the divergence (``sotalign_cka``,
-``sotalign_ginfonce``).
+pairs (:func:`sotalign.methods.selection.select`) — by default with successive halving: all
+trained candidates to a third of the steps, the best third on to the end. A fixed α trains
+once, early-stopped on a validation split. The Table 1 variants swap the divergence
+(``sotalign_cka``, ``sotalign_ginfonce``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from .registry import MethodResult, MethodSpec, register_method
 from .selection import (
     Candidate,
     Fitted,
+    Halving,
     Split,
     cached_table,
     carve_validation,
+    halving_schedule,
     score_aligner,
     select,
 )
@@ -104,7 +107,7 @@ def fit_sotalign(
         train, plan = plan_fit(
             cfg, train, trainings=1, candidates=1, probe=probe(split.train, [alpha]), resume=resume
         )
-        with fit_progress(plan.trainings * plan.steps, cfg.progress):
+        with fit_progress(plan.total_steps, cfg.progress):
             sel = select([heads(alpha, f"alpha={alpha:g}", train)], data, split, refit=False)
         if split.val is not None and sel.table and with_teacher:
             _warn_below_teacher(sel.table[0], score_aligner(teacher_for(split.train), split.val))
@@ -120,7 +123,10 @@ def fit_sotalign(
     table = table_file(cfg)
     names = [f"teacher:{cfg.teacher}"] + [f"alpha={a:g}" for a in alphas]
     rows = cached_table(table, names) if resume else []  # what an interrupted run finished
-    left = 0 if any(r.get("selected") for r in rows) else len(alphas) - max(len(rows) - 1, 0)
+    done = any(r.get("selected") for r in rows)
+    halving = cfg.selection == "halving" and not done
+    # halving caches no row before it has chosen: every candidate is left until then
+    left = 0 if done else len(alphas) - (0 if halving else max(len(rows) - 1, 0))
     train, plan = plan_fit(
         cfg,
         train,
@@ -128,11 +134,23 @@ def fit_sotalign(
         candidates=len(alphas),
         probe=probe(split.train, alphas[len(alphas) - left :], max(alphas) if cfg.refit else None),
         resume=resume,
+        halving=(lambda steps: halving_schedule(left, steps, train.eval_every))
+        if halving
+        else None,
     )
     candidates = [Candidate(names[0], teacher_alone, {"alpha": None})]
     candidates += [heads(a, name, train) for a, name in zip(alphas, names[1:], strict=True)]
-    with fit_progress(plan.trainings * plan.steps, cfg.progress):
-        sel = select(candidates, data, split, refit=cfg.refit, table_file=table, resume=resume)
+    rung = Halving(plan.rung, plan.kept) if plan.rung is not None and plan.kept else None
+    with fit_progress(plan.total_steps, cfg.progress):
+        sel = select(
+            candidates,
+            data,
+            split,
+            refit=cfg.refit,
+            table_file=table,
+            resume=resume,
+            halving=rung,
+        )
     return MethodResult(sel.aligner, sel.table, sel.history, plan.as_dict(), ridge_rows)
 
 

@@ -313,19 +313,27 @@ class Trainer:
             }
 
     def run(
-        self, resume: bool = False, stop_after: int | None = None, stop_at: int | None = None
+        self,
+        resume: bool = False,
+        stop_after: int | None = None,
+        stop_at: int | None = None,
+        pause: bool = False,
     ) -> TrainResult:
         """Train; with ``resume`` continue from the newest checkpoint in ``checkpoint_dir``.
 
         ``stop_at`` ends training at that global step while keeping the learning-rate schedule
         of ``config.steps`` (a refit that reproduces an early-stopped run's trajectory).
+        ``pause``: the training will be continued by a later ``run`` call (a selection rung),
+        so the steps after ``stop_at`` stay planned on the fit's progress bar.
         ``stop_after`` ends the loop early after that many steps in this call (for tests).
         """
         cfg = self.config
+        resumed = 0
         if resume and self.checkpoint_dir is not None:
             last = latest_checkpoint(self.checkpoint_dir)
             if last is not None:
                 self.load_checkpoint(last)
+                resumed = self.step
         t0 = time.perf_counter()
         end = cfg.steps if stop_at is None else max(1, min(int(stop_at), cfg.steps))
         shared = current_progress()  # inside a whole fit: advance its one bar
@@ -337,8 +345,8 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        if shared is not None and self.step:
-            shared.advance(self.step)  # resumed: these steps are done
+        if shared is not None and resumed:
+            shared.advance(resumed)  # resumed: these steps are done
         done_here = 0
         self.model.train()
         while self.step < end:
@@ -383,7 +391,7 @@ class Trainer:
             ):
                 self.save_checkpoint()
         bar.close()
-        if shared is not None and stop_after is None:
+        if shared is not None and stop_after is None and not pause:
             shared.skip(cfg.steps - self.step)  # planned for the full schedule, stopped before
         return TrainResult(
             self.history,
