@@ -10,16 +10,24 @@ Quick start::
     model = SOTAlign().fit(paired_images, paired_texts, unpaired_images, unpaired_texts)
     zi, zt = model.encode_images(images), model.encode_texts(texts)
     model.save("my-model");  model = SOTAlign.load("my-model")
+
+A model fitted on files from ``sotalign embed`` records its encoders and takes raw inputs::
+
+    from sotalign import AlignedModel
+    m = AlignedModel.load("my-model")
+    m.encode_image(["cat.png"]), m.encode_text(["a cat"]), m.classify(images, ["cat", "dog"])
 """
 
 from __future__ import annotations
 
+from .aligned import AlignedModel
 from .errors import ConfigError, InputError, SotalignError
 from .estimator import SOTAlign
 from .methods import available_methods, register_method
 from .version import __version__
 
 __all__ = [
+    "AlignedModel",
     "ConfigError",
     "InputError",
     "SOTAlign",

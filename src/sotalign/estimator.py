@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,13 +179,23 @@ class SOTAlign:
         *,
         resume: bool = False,
         check_inputs: bool = True,
+        image_encoder: str | Mapping[str, Any] | None = None,
+        text_encoder: str | Mapping[str, Any] | None = None,
     ) -> SOTAlign:
         """Fit on pairs (row i of ``paired_images`` ↔ row i of ``paired_texts``) and optional
         unpaired pools. Arrays may be numpy arrays, memmaps or torch tensors. Returns ``self``.
 
         ``resume`` continues from the checkpoints in ``checkpoint_dir``; ``check_inputs=False``
-        skips the input checks (shapes, dtypes, NaN scan) when the caller already ran them."""
+        skips the input checks (shapes, dtypes, NaN scan) when the caller already ran them.
+        ``image_encoder``, ``text_encoder``: the frozen encoders that made the embeddings (a
+        spec of :mod:`sotalign.encoders`, or the ``encoder`` record of a ``sotalign embed``
+        sidecar); kept in ``encoders_`` and saved with the model, so that
+        :class:`sotalign.AlignedModel` can take raw images and texts."""
         cfg = self.config()
+        encoders = {
+            "image": _encoder_record(image_encoder, "image"),
+            "text": _encoder_record(text_encoder, "text"),
+        }
         spec = get_method(cfg.method)
         paired_images = _array(paired_images, "paired images", required=True)
         paired_texts = _array(paired_texts, "paired texts", required=True)
@@ -206,6 +216,14 @@ class SOTAlign:
             (len(data.unpaired_images), len(data.unpaired_texts)) if data.has_unpaired else (0, 0)
         )
         self.d_x_, self.d_y_ = data.images.dim, data.texts.dim
+        for side, d in (("image", self.d_x_), ("text", self.d_y_)):
+            rec = encoders[side]
+            if rec is not None and rec.get("dim") not in (None, d):
+                raise InputError(
+                    f"the {side} encoder {rec['spec']!r} gives {rec['dim']}-d embeddings but the"
+                    f" {side}s given to fit are {d}-d; name the encoder that made them"
+                )
+        self.encoders_: dict[str, dict[str, Any] | None] = encoders
         self.fit_seconds_ = time.perf_counter() - t0
         comm = Comm.from_group()  # under torchrun: the group the heads were trained on
         self.world_size_, self.backend_ = comm.world_size, comm.backend
@@ -282,6 +300,9 @@ class SOTAlign:
             "selection": self.selection_,
             "fit_seconds": self.fit_seconds_,
         }
+        encoders = getattr(self, "encoders_", None)
+        if encoders and any(encoders.values()):
+            cfg["encoders"] = encoders
         return write_model_folder(path, cfg, state, FORMAT_VERSION)
 
     @classmethod
@@ -305,10 +326,38 @@ class SOTAlign:
         obj.n_unpaired_ = meta["n_unpaired"]
         obj.selection_ = meta["selection"]
         obj.fit_seconds_ = meta["fit_seconds"]
+        obj.encoders_ = _check_encoders(cfg.get("encoders"), cfg_path)
         return obj
 
 
 # ------------------------------------------------------------------------ loading, checked
+
+
+def _encoder_record(value: Any, side: str) -> dict[str, Any] | None:
+    """The record of a frozen encoder: ``{"spec": …}`` plus what a sidecar tells (dim, …)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return {"spec": value.strip()}
+    if isinstance(value, Mapping) and isinstance(value.get("spec"), str):
+        keep = ("spec", "dim", "class", "versions")
+        return {k: value[k] for k in keep if k in value}
+    raise ConfigError(
+        f"{side}_encoder must be an encoder spec such as 'efficientnet-lite0', got {value!r}"
+    )
+
+
+def _check_encoders(value: Any, cfg_path: Path) -> dict[str, dict[str, Any] | None]:
+    if value is None:
+        return {"image": None, "text": None}
+    ok = isinstance(value, dict) and all(
+        value.get(side) is None
+        or (isinstance(value[side], dict) and isinstance(value[side].get("spec"), str))
+        for side in ("image", "text")
+    )
+    if not ok:
+        raise _bad_config(cfg_path, "'encoders' must map image and text to {\"spec\": …}")
+    return {"image": value.get("image"), "text": value.get("text")}
 
 
 def _bad_config(cfg_path: Path, what: str) -> InputError:

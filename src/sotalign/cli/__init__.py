@@ -1,6 +1,7 @@
 """The ``sotalign`` command line — the top layer; nothing in the library imports it.
 
 Commands: ``fit`` (:mod:`.fit`), ``eval`` / ``encode`` / ``methods`` (:mod:`.model`),
+``classify`` / ``search`` on raw images and texts (:mod:`.use`),
 ``embed images|texts`` (:mod:`.embed`), ``bench`` (:mod:`.bench`), ``demo`` (:mod:`.demo`).
 Every user mistake (bad file, bad option) ends with a one-line ``error: …`` on stderr and exit
 status 2, and nothing is written. Warnings print as one line, ``warning: …``, without the
@@ -15,7 +16,7 @@ import warnings
 
 from ..errors import SotalignError, one_line
 from ..parallel import shutdown
-from . import demo, fit, model, suggest
+from . import demo, fit, model, suggest, use
 from .app import app
 from .bench import bench_app
 from .console import console, err_console, print_metrics, print_selection
@@ -31,6 +32,7 @@ __all__ = [
     "print_metrics",
     "print_selection",
     "suggest",
+    "use",
 ]
 
 app.add_typer(embed_app, name="embed", help="Embed raw images or texts with a frozen encoder.")

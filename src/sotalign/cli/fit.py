@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..config import PARAM_NAMES, SOTAlignConfig, load_params
+from ..embed import side_paths
 from ..errors import InputError
 from ..estimator import CONFIG_FILE, SOTAlign
 from ..history import write_history
@@ -67,6 +69,17 @@ def fit(
             help="Schedule of the unset parameters: auto (paper on CUDA, else cpu), paper, cpu."
         ),
     ] = None,
+    image_encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder spec that made the image embeddings (default: read from the .json"
+            " that `sotalign embed` writes beside them); recorded so the model takes raw images."
+        ),
+    ] = None,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(help="Encoder spec that made the text embeddings (as --image-encoder)."),
+    ] = None,
 ) -> None:
     """Fit an aligner on embedding files and save it to OUT.
 
@@ -109,7 +122,13 @@ def fit(
         if unpaired_texts is not None:
             names["Y"] = str(unpaired_texts)
         validate_training_inputs(A, B, X, Y, names=names)
-        est.fit(A, B, X, Y, resume=resume, check_inputs=False)
+        encoders = {
+            "image_encoder": recorded_encoder(
+                "image", image_encoder, paired_images, unpaired_images
+            ),
+            "text_encoder": recorded_encoder("text", text_encoder, paired_texts, unpaired_texts),
+        }
+        est.fit(A, B, X, Y, resume=resume, check_inputs=False, **encoders)
         if not writer:
             shutdown()
             return
@@ -132,6 +151,43 @@ def fit(
         f"({est.n_pairs_} pairs, {est.n_unpaired_[0]}+{est.n_unpaired_[1]} unpaired, "
         f"{est.fit_seconds_:.1f} s; training history in {out / 'history.json'})"
     )
+
+
+def recorded_encoder(
+    side: str, given: str | None, *files: Path | None
+) -> str | dict[str, Any] | None:
+    """The encoder that made a side's embedding files: ``given`` (``--image-encoder``), else
+    the ``encoder`` record of their ``sotalign embed`` sidecars. Files embedded by different
+    encoders, or a flag that contradicts a sidecar, are refused: the model would be wrong."""
+    records: list[tuple[Path, dict[str, Any]]] = []
+    for f in files:
+        meta = side_paths(Path(f))["meta"] if f is not None else None
+        if meta is None or not meta.is_file():
+            continue
+        try:
+            info = json.loads(meta.read_text()).get("encoder")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a sidecar of ours: nothing recorded
+        if isinstance(info, dict) and isinstance(info.get("spec"), str):
+            records.append((Path(f), info))  # type: ignore[arg-type]
+    specs = {info["spec"] for _, info in records}
+    if len(specs) > 1:
+        (f1, i1), (f2, i2) = next(
+            (a, b) for a in records for b in records if a[1]["spec"] != b[1]["spec"]
+        )
+        raise InputError(
+            f"the {side} files were embedded by different encoders: {f1} by {i1['spec']!r},"
+            f" {f2} by {i2['spec']!r}; embed every {side} file with one encoder"
+        )
+    if given is not None:
+        if records and given.strip() != records[0][1]["spec"]:
+            f, info = records[0]
+            raise InputError(
+                f"--{side}-encoder {given!r}, but {side_paths(f)['meta']} says {f} was embedded"
+                f" by {info['spec']!r}; give the encoder that made the file, or leave it out"
+            )
+        return given
+    return records[0][1] if records else None
 
 
 def _note(line: str) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "CONFIG_FILE",
     "MANIFEST_KEY",
     "MANIFEST_VERSION",
+    "OPTIONAL_CONFIG_KEYS",
     "VERIFIED_CONFIG_KEYS",
     "WEIGHTS_FILE",
     "check_finite_weights",
@@ -72,6 +73,8 @@ MANIFEST_KEY = "manifest"
 MANIFEST_VERSION = 1
 #: Keys of ``config.json`` whose values the manifest pins (what the model computes).
 VERIFIED_CONFIG_KEYS = ("aligner", "d_x", "d_y")
+#: Keys pinned when the folder has them (newer folders): the frozen encoders of the inputs.
+OPTIONAL_CONFIG_KEYS = ("encoders",)
 
 _DAMAGED = "the file is damaged; re-save or re-fit the model"
 
@@ -100,13 +103,14 @@ def model_manifest(
 ) -> dict[str, Any]:
     """The manifest of ``state`` (the tensors to be written) and of ``config``'s
     :data:`VERIFIED_CONFIG_KEYS` (as they read back from JSON)."""
-    pinned = {k: config.get(k) for k in VERIFIED_CONFIG_KEYS}
+    keys = VERIFIED_CONFIG_KEYS + tuple(k for k in OPTIONAL_CONFIG_KEYS if k in config)
+    pinned = {k: config.get(k) for k in keys}
     plain = json.loads(json.dumps(pinned, default=_json_default))
     return {
         "manifest_version": MANIFEST_VERSION,
         "format_version": format_version,
         "weights_file": WEIGHTS_FILE,
-        "config_sha256": {k: config_digest(plain[k]) for k in VERIFIED_CONFIG_KEYS},
+        "config_sha256": {k: config_digest(plain[k]) for k in keys},
         "tensors": {
             name: {
                 "sha256": tensor_digest(t),
@@ -176,7 +180,14 @@ def _check_manifest(manifest: Any, cfg_path: Path, format_version: int) -> dict[
 
 
 def _verify_config(cfg: dict[str, Any], manifest: dict[str, Any], cfg_path: Path) -> None:
-    for key in VERIFIED_CONFIG_KEYS:
+    digests = manifest["config_sha256"]
+    for key in OPTIONAL_CONFIG_KEYS:
+        if key in cfg and key not in digests:
+            raise InputError(
+                f"{cfg_path}: '{key}' is not pinned by the manifest: it was added by hand or the"
+                " file is damaged; remove it, or re-save or re-fit the model"
+            )
+    for key in VERIFIED_CONFIG_KEYS + tuple(k for k in OPTIONAL_CONFIG_KEYS if k in digests):
         if config_digest(cfg.get(key)) != manifest["config_sha256"][key]:
             raise InputError(
                 f"{cfg_path}: '{key}' does not match the manifest (sha256"
