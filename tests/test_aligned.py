@@ -193,3 +193,41 @@ def test_an_edited_encoder_record_is_refused(fitted, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(Exception, match="'encoders' does not match the manifest"):
         SOTAlign.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("method", "head"), [("sotalign", "teacher"), ("sotalign", "linear"), ("sotalign", "mlp"),
+                         ("cca", None)])  # fmt: skip
+def test_sentence_transformers_export_reproduces_the_text_side(
+    fitted, capsys, monkeypatch, method, head
+):
+    from sentence_transformers import SentenceTransformer
+
+    name = f"m-{method}-{head}"
+    extra = ["--set", f"head={head}"] if head else []
+    fit = ["fit", "--method", method, "--paired-images", "img.npy", "--paired-texts", "txt.npy",
+           "--unpaired-images", str(EMOJI / "images.npy"),
+           "--unpaired-texts", str(EMOJI / "texts.npy"), "--out", name]  # fmt: skip
+    args = [*FIT_ARGS, *extra] if method == "sotalign" else ["--quiet"]
+    code, _, err = run_cli([*fit, *args], capsys, monkeypatch, fitted)
+    assert code == 0, err
+    code, _, err = run_cli(["export", "--model", name, "--out", f"{name}-st"],
+                             capsys, monkeypatch, fitted)  # fmt: skip
+    assert code == 0, err
+    captions = (fitted / "samples" / "captions.txt").read_text().splitlines()
+    st = SentenceTransformer(str(fitted / f"{name}-st"), device="cpu")
+    got = st.encode(captions, convert_to_numpy=True)
+    want = AlignedModel.load(fitted / name, device="cpu").encode_text(captions)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_export_refuses_what_it_cannot_express(fitted, capsys, monkeypatch):
+    fit = ["fit", "--method", "asif", "--paired-images", "img.npy", "--paired-texts", "txt.npy",
+           "--out", "asif", "--quiet"]  # fmt: skip
+    code, _, err = run_cli(fit, capsys, monkeypatch, fitted)
+    assert code == 0, err
+    code, _, err = run_cli(["export", "--model", "asif", "--out", "asif-st"],
+                           capsys, monkeypatch, fitted)  # fmt: skip
+    assert code == 2 and "cannot be exported to sentence-transformers" in err
+    assert not (fitted / "asif-st").exists()

@@ -1,7 +1,7 @@
 """The ``sotalign`` command line — the top layer; nothing in the library imports it.
 
 Commands: ``fit`` (:mod:`.fit`), ``eval`` / ``encode`` / ``methods`` (:mod:`.model`),
-``classify`` / ``search`` on raw images and texts (:mod:`.use`),
+``classify`` / ``search`` on raw images and texts (:mod:`.use`), ``export`` (:mod:`.export`),
 ``embed images|texts`` (:mod:`.embed`), ``bench`` (:mod:`.bench`), ``demo`` (:mod:`.demo`).
 Every user mistake (bad file, bad option) ends with a one-line ``error: …`` on stderr and exit
 status 2, and nothing is written. Warnings print as one line, ``warning: …``, without the
@@ -16,7 +16,7 @@ import warnings
 
 from ..errors import SotalignError, one_line
 from ..parallel import shutdown
-from . import demo, fit, model, suggest, use
+from . import demo, export, fit, model, suggest, use
 from .app import app
 from .bench import bench_app
 from .console import console, err_console, print_metrics, print_selection
@@ -26,6 +26,7 @@ __all__ = [
     "app",
     "console",
     "demo",
+    "export",
     "fit",
     "main",
     "model",
