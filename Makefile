@@ -9,11 +9,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test lint bench-klot clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# CLIP_benchmark's evaluators (tests/test_aligned.py); its own requirements pull
+	# torchvision and open_clip, which the evaluators do not use: installed without them
+	$(BIN)/python -m pip install -q --no-deps "clip-benchmark==1.6.2"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -231,3 +231,58 @@ def test_export_refuses_what_it_cannot_express(fitted, capsys, monkeypatch):
                            capsys, monkeypatch, fitted)  # fmt: skip
     assert code == 2 and "cannot be exported to sentence-transformers" in err
     assert not (fitted / "asif-st").exists()
+
+
+def test_clip_benchmark_evaluators_run_on_the_model(fitted):
+    """CLIP_benchmark's own zero-shot classification and retrieval evaluators, driven through
+    the loader contract, give what the aligned embeddings give."""
+    zsc = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
+    zsr = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    import torch
+    from PIL import Image
+
+    from sotalign.clip_loader import load_clip_benchmark
+
+    model, transform, tokenizer = load_clip_benchmark(str(fitted / "model"), device="cpu")
+    paths = sorted((fitted / "samples").glob("*.png"))
+    captions = (fitted / "samples" / "captions.txt").read_text().splitlines()
+    labels = ["flag", "apple", "dog", "light bulb", "smiling face", "car", "ball", "heart"]
+    templates = ["{c}", "an emoji of {c}."]  # CLIP_benchmark's template syntax
+
+    class Images(torch.utils.data.Dataset):
+        classes = labels  # CLIP_benchmark reads the class names from the data set
+
+        def __init__(self, target):
+            self.target = target
+
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            x = transform(Image.open(paths[i]))
+            return x, (i if self.target == "class" else [captions[i]])
+
+    loader = torch.utils.data.DataLoader(Images("class"), batch_size=3)
+    # zsc.evaluate = zero_shot_classifier + run_classification + accuracy; its accuracy()
+    # calls float() on a 1-element array, which NumPy >= 2.4 refuses, so the two evaluation
+    # steps run here and the top-k hits are counted from their logits
+    classifier = zsc.zero_shot_classifier(model, tokenizer, labels, templates, "cpu", amp=False)
+    logits, target = zsc.run_classification(model, classifier, loader, "cpu", amp=False)
+    am = AlignedModel.load(fitted / "model", device="cpu")
+    ours = am.classify([str(p) for p in paths], labels, ["{}", "an emoji of {}."], top_k=5)
+    assert target.tolist() == list(range(8))
+    np.testing.assert_array_equal(logits.argmax(1).numpy(), ours.indices[:, 0])
+    for k in (1, 5):
+        hits = (logits.topk(k, dim=1).indices == target[:, None]).any(1).float().mean().item()
+        assert hits == pytest.approx(ours.accuracy(list(range(8)), k) / 100)
+
+    loader = torch.utils.data.DataLoader(
+        Images("text"), batch_size=3, collate_fn=lambda b: (torch.stack([x for x, _ in b]),
+                                                            [t for _, t in b]))  # fmt: skip
+    got = zsr.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 2])
+    S = am.encode_text(captions) @ am.encode_image([str(p) for p in paths]).T  # texts × images
+    for k in (1, 2):
+        t2i = np.mean([i in np.argsort(-S[i])[:k] for i in range(8)])
+        i2t = np.mean([i in np.argsort(-S[:, i])[:k] for i in range(8)])
+        assert got[f"image_retrieval_recall@{k}"] == pytest.approx(t2i)
+        assert got[f"text_retrieval_recall@{k}"] == pytest.approx(i2t)
