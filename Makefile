@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+BROWSER := $(VENV)/.installed-browser
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -19,10 +20,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "clip-benchmark==1.6.2"
 	touch $(STAMP)
 
+# Debian's Chromium for the search page's browser test (Playwright drives it; nothing downloaded)
+$(BROWSER):
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "no chromium: the browser test is skipped"
+	touch $(BROWSER)
+
 demo: $(STAMP)
 	$(BIN)/sotalign demo
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 

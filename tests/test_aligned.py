@@ -14,45 +14,13 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_cli
+from conftest import EMOJI, FIT_ARGS, SAMPLES
 from sotalign import AlignedModel, ConfigError, SOTAlign
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "emoji" / "samples"
-EMOJI = ROOT / "data" / "emoji"
-FIT_ARGS = ["--set", "steps=6", "--set", "alpha=0.1", "--set", "dim=32",
-            "--set", "batch_unpaired=128", "--set", "sinkhorn_iters=10",
-            "--set", "early_stopping=false", "--quiet"]  # fmt: skip
+
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """Embed the sample PNGs and captions with `sotalign embed`, fit on them (the bundled
-    emoji embeddings, made by the same encoders, as unpaired pools)."""
-    work = tmp_path_factory.mktemp("aligned")
-    shutil.copytree(SAMPLES, work / "samples")
-    mp = pytest.MonkeyPatch()
-    cap = _Capture()
-    try:
-        embed_images = ["embed", "images", "--input", "samples", "--out", "img.npy",
-                        "--encoder", "efficientnet-lite0", "--dtype", "float32"]  # fmt: skip
-        embed_texts = ["embed", "texts", "--input", "samples/captions.txt", "--out", "txt.npy",
-                       "--encoder", "st:all-MiniLM-L6-v2", "--dtype", "float32"]  # fmt: skip
-        fit = ["fit", "--paired-images", "img.npy", "--paired-texts", "txt.npy",
-               "--unpaired-images", str(EMOJI / "images.npy"),
-               "--unpaired-texts", str(EMOJI / "texts.npy"), "--out", "model"]  # fmt: skip
-        for args in (embed_images, embed_texts, [*fit, *FIT_ARGS]):
-            code, _, err = run_cli(args, cap, mp, work)
-            assert code == 0, err
-    finally:
-        mp.undo()
-    return work
-
-
-class _Capture:  # capsys for a module-scoped fixture: the CLI prints to rich's console
-    def readouterr(self):
-        return "", ""
 
 
 def test_the_model_records_its_encoders_from_the_sidecars(fitted):
