@@ -254,3 +254,21 @@ def test_clip_benchmark_evaluators_run_on_the_model(fitted):
         i2t = np.mean([i in np.argsort(-S[:, i])[:k] for i in range(8)])
         assert got[f"image_retrieval_recall@{k}"] == pytest.approx(t2i)
         assert got[f"text_retrieval_recall@{k}"] == pytest.approx(i2t)
+
+
+def test_report_on_a_model_with_a_bench_folder(fitted, capsys, monkeypatch, tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.md").write_text(
+        "# sotalign bench\n\n## Test mean R@1\n\n| method \\ pairs | 100 |\n|---|---|\n"
+        "| sotalign | **12.5 ± 0.3** |\n| cca | 9.1 ± 0.2 |\n"
+    )
+    code, _, err = run_cli(["report", "--model", "model", "--bench", str(bench), "--out",
+                            str(tmp_path / "r.html")], capsys, monkeypatch, fitted)  # fmt: skip
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "<td>12.5 ± 0.3</td>" in page and "<h3>Test mean R@1</h3>" in page
+    assert "efficientnet-lite0" in page and "Example queries" not in page  # no --images
+    code, _, err = run_cli(["report", "--model", "model", "--out", "r.txt"], capsys,
+                           monkeypatch, tmp_path)  # fmt: skip
+    assert code == 2 and "ending in .html" in err

@@ -2,7 +2,7 @@
 
 Commands: ``fit`` (:mod:`.fit`), ``eval`` / ``encode`` / ``methods`` (:mod:`.model`),
 ``classify`` / ``search`` on raw images and texts (:mod:`.use`), ``export`` (:mod:`.export`),
-``serve`` (:mod:`.serve`, a local search page),
+``serve`` (:mod:`.serve`, a local search page), ``report`` (:mod:`.report`),
 ``embed images|texts`` (:mod:`.embed`), ``bench`` (:mod:`.bench`), ``demo`` (:mod:`.demo`).
 Every user mistake (bad file, bad option) ends with a one-line ``error: …`` on stderr and exit
 status 2, and nothing is written. Warnings print as one line, ``warning: …``, without the
@@ -17,7 +17,7 @@ import warnings
 
 from ..errors import SotalignError, one_line
 from ..parallel import shutdown
-from . import demo, export, fit, model, serve, suggest, use
+from . import demo, export, fit, model, report, serve, suggest, use
 from .app import app
 from .bench import bench_app
 from .console import console, err_console, print_metrics, print_selection
@@ -33,6 +33,7 @@ __all__ = [
     "model",
     "print_metrics",
     "print_selection",
+    "report",
     "serve",
     "suggest",
     "use",

@@ -19,12 +19,17 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from ..datasets.emoji import build_emoji, draw_pairs, load_emoji
+from ..datasets.emoji import build_emoji, default_root, draw_pairs, load_emoji
 from ..estimator import SOTAlign
 from ..eval import class_prototypes, retrieval_metrics, zero_shot_accuracy
+from ..history import write_history
 from ..io import atomic_write, write_json_atomic
+from ..report import write_report
 from .app import app
 from .console import console, print_metrics
+
+#: Example queries of the demo's report, over the sample PNGs shipped with the emoji data.
+REPORT_QUERIES = ("a red heart", "a puppy", "a car", "a flag")
 
 #: Settings of the demo's trained models (also recorded in results.json). SOTAlign starts its
 #: heads at the CCA teacher (the better choice with few pairs and small pools, see the emoji
@@ -56,9 +61,15 @@ def evaluate(est: Any, data: Any) -> dict[str, Any]:
 
 
 def compare(
-    data: Any, pairs: int, seed: int, progress: bool, settings: dict[str, Any] | None = None
+    data: Any,
+    pairs: int,
+    seed: int,
+    progress: bool,
+    settings: dict[str, Any] | None = None,
+    fitted: dict[str, SOTAlign] | None = None,
 ) -> dict[str, Any]:
-    """Fit SOTAlign, SAIL and the CCA teacher on ``pairs`` pairs; evaluate each on test."""
+    """Fit SOTAlign, SAIL and the CCA teacher on ``pairs`` pairs; evaluate each on test.
+    ``fitted``, when given, receives the fitted models by name."""
     s = {k: {**v, **(settings or {}).get(k, {})} for k, v in DEMO_SETTINGS.items()}
     drawn = draw_pairs(data, pairs, seed=seed)
     X, Y = data.unpaired_images, data.unpaired_texts
@@ -68,9 +79,19 @@ def compare(
         "CCA teacher": SOTAlign(method="cca", seed=seed),
     }
     results: dict[str, Any] = {}
+    encoders = (getattr(data, "manifest", None) or {}).get("encoders") or {}
     for name, est in models.items():
         t0 = time.perf_counter()
-        est.fit(drawn.images, drawn.texts, X, Y)
+        est.fit(
+            drawn.images,
+            drawn.texts,
+            X,
+            Y,
+            image_encoder=encoders.get("image"),
+            text_encoder=encoders.get("text"),
+        )
+        if fitted is not None:
+            fitted[name] = est
         m = evaluate(est, data)
         m["fit_seconds"] = time.perf_counter() - t0
         if est.selection_:
@@ -140,8 +161,8 @@ def run_demo(
         f"{len(data.unpaired_images)} unpaired images, {len(data.unpaired_texts)} unpaired "
         f"texts; test: {len(data.test_images)} images / {len(data.test_texts)} captions"
     )
-    report = compare(data, pairs, seed, progress, settings)
-    report["total_seconds"] = time.perf_counter() - t0
+    fitted: dict[str, SOTAlign] = {}
+    report = compare(data, pairs, seed, progress, settings, fitted)
     print_metrics(report["results"], extra=("zero-shot group",))
     sel = report["results"]["SOTAlign"].get("selection")
     if sel:
@@ -156,10 +177,28 @@ def run_demo(
             + f" → {chosen['candidate']}"
         )
     out.mkdir(parents=True, exist_ok=True)
+    model = out / "model"
+    est = fitted["SOTAlign"]
+    est.save(model, overwrite=True)
+    write_history(model, est.train_history_, est.selection_, training={"plan": est.plan_})
+    report["model"] = str(model)
+    report["total_seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "results.json", report)
     plot(report, out / "results.png")
+    html = out / "report.html"
+    samples = Path(data.root or default_root()) / "samples"
+    write_report(
+        html,
+        model,
+        metrics=out / "results.json",
+        images=samples if est.encoders_.get("image") and samples.is_dir() else None,
+        queries=REPORT_QUERIES,
+        k=4,
+        device="cpu",
+    )
     console.print(
-        f"wrote {out / 'results.json'} and {out / 'results.png'} ({report['total_seconds']:.0f} s)"
+        f"wrote {out / 'results.json'}, {out / 'results.png'}, the SOTAlign model in {model}"
+        f" and the report {html} ({time.perf_counter() - t0:.0f} s)"
     )
     return report
 
