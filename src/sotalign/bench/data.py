@@ -1,5 +1,6 @@
 """The data of a benchmark sweep: a pair pool, unpaired pools, a test split, optional classes —
-from a bundled benchmark (``emoji``, ``wordnet``) or from the user's embedding files."""
+from a bundled benchmark (``emoji``, ``wordnet``, ``icons``, ``icons-shifted``) or from the user's
+embedding files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import emoji, wordnet
+from ..datasets import emoji, icons, wordnet
 from ..errors import ConfigError, InputError, closest
 from ..io import load_embedding_file, load_index
 
@@ -129,6 +130,33 @@ def _wordnet_data() -> BenchData:
     )
 
 
+def _icons_data(shifted: bool = False) -> BenchData:
+    d = icons.load_icons(shifted=shifted)
+
+    def draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        p = icons.draw_pairs(d, n, seed)
+        return p.images, p.texts
+
+    tx, ty = d.test()
+    pool = d.pair_pool_idx
+    return BenchData(
+        "icons-shifted" if shifted else "icons",
+        np.asarray(d.x[pool], np.float32),
+        np.asarray(d.y[pool], np.float32),
+        d.unpaired_images(),
+        d.unpaired_texts(),
+        tx,
+        ty,
+        None,
+        draw_fn=draw,
+        info={
+            "encoders": "EfficientNet-Lite0 (images) / all-MiniLM-L6-v2 (captions)",
+            "unpaired_pools": "from disjoint sets" if shifted else "disjoint icons",
+            "test_caption_groups": len(np.unique(d.test_groups)),
+        },
+    )
+
+
 def load_bench_data(
     dataset: str | None = None,
     *,
@@ -140,23 +168,29 @@ def load_bench_data(
     test_texts: Path | None = None,
     test_index: Path | None = None,
 ) -> BenchData:
-    """A bundled benchmark (``emoji``, ``wordnet``) or user embedding files."""
+    """A bundled benchmark (``emoji``, ``wordnet``, ``icons``, ``icons-shifted``) or user
+    embedding files."""
     files = (pairs_images, pairs_texts, unpaired_images, unpaired_texts, test_images, test_texts)
     if dataset is not None:
         if any(f is not None for f in (*files, test_index)):
             raise ConfigError(
                 "give either --dataset or embedding files (--pairs-images ...), not both"
             )
-        loaders = {"emoji": _emoji_data, "wordnet": _wordnet_data}
+        loaders: dict[str, Callable[[], BenchData]] = {
+            "emoji": _emoji_data,
+            "wordnet": _wordnet_data,
+            "icons": _icons_data,
+            "icons-shifted": lambda: _icons_data(shifted=True),
+        }
         if dataset not in loaders:
             raise ConfigError(
                 f"unknown --dataset '{dataset}'{closest(dataset, list(loaders))};"
-                " choose emoji or wordnet"
+                f" choose {', '.join(loaders)}"
             )
         return loaders[dataset]()
     if pairs_images is None or pairs_texts is None or test_images is None or test_texts is None:
         raise ConfigError(
-            "give --dataset emoji|wordnet, or at least --pairs-images, "
+            "give --dataset emoji|wordnet|icons|icons-shifted, or at least --pairs-images, "
             "--pairs-texts, --test-images and --test-texts"
         )
     if (unpaired_images is None) != (unpaired_texts is None):

@@ -104,7 +104,9 @@ _Opt = typer.Option
 def bench(
     ctx: typer.Context,
     out: Annotated[Path, _Opt(help="Output folder (results.json, results.md, *.png).")],
-    dataset: Annotated[str | None, _Opt(help="Bundled benchmark: emoji or wordnet.")] = None,
+    dataset: Annotated[
+        str | None, _Opt(help="Bundled benchmark: emoji, wordnet, icons or icons-shifted.")
+    ] = None,
     pairs_images: Annotated[Path | None, _Opt(help="Pair pool, image embeddings.")] = None,
     pairs_texts: Annotated[Path | None, _Opt(help="Pair pool, text embeddings.")] = None,
     unpaired_images: Annotated[Path | None, _Opt(help="Unpaired image embeddings.")] = None,

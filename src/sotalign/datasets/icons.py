@@ -478,10 +478,7 @@ def render_svg(svg: str, size: int = RENDER_SIZE) -> Any:
         img.load()
     except Exception as exc:  # resvg raises ValueError; a corrupt PNG anything
         raise RenderError(f"render failed ({type(exc).__name__}: {exc})") from exc
-    if img.mode != "RGB":
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(canvas, rgba).convert("RGB")
+    img = img.convert("RGB")  # opaque already: resvg fills the background
     if img.size != (size, size):
         raise RenderError(f"rendered {img.size[0]}x{img.size[1]} instead of {size}x{size}")
     ink = int((np.asarray(img).min(axis=2) < 250).sum())
