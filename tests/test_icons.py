@@ -51,6 +51,7 @@ def _mono_set() -> dict[str, Any]:
         "aliases": {
             "house": {"parent": "home"},
             "dwelling": {"parent": "house"},  # a chain of plain aliases
+            "mono-dwelling": {"parent": "home"},  # the set prefix is not a word
             "arrow-right-bold": {"parent": "arrow-left-bold", "hFlip": True},  # not plain
         },
         "categories": {"Arrows": ["arrow-left-bold"], "Buildings": ["home", "home-bold"]},

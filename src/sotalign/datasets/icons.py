@@ -394,7 +394,8 @@ def set_records(prefix: str, data: Mapping[str, Any], set_category: str | None) 
     for cat, names in (data.get("categories") or {}).items():
         for n in names or []:
             cats.setdefault(n, []).append(cat)
-    aliases = plain_aliases(data)
+    # an alias that repeats the set's prefix ("bx-bug-alt" in set bx) is read without it
+    aliases = {k: [a.removeprefix(f"{prefix}-") for a in v] for k, v in plain_aliases(data).items()}
     suffixes = list((data.get("suffixes") or {}).keys())
     prefixes = list((data.get("prefixes") or {}).keys())
     out = []
@@ -952,7 +953,12 @@ def _mark_stage(out_dir: Path, stage: str, fp: str) -> None:
     write_json_atomic(path, stages)
 
 
+def _spec(spec_or_encoder: Any) -> str:
+    return spec_or_encoder if isinstance(spec_or_encoder, str) else str(spec_or_encoder.spec)
+
+
 def _encoder(spec_or_encoder: Any, modality: str, device: str) -> Any:
+    """The encoder object (loaded only when a stage has work to do)."""
     if not isinstance(spec_or_encoder, str):
         return spec_or_encoder
     from sotalign.encoders import load_image_encoder, load_text_encoder
@@ -1035,15 +1041,15 @@ def build_icons(
     if embed:
         from sotalign.embed import embed_image_files, embed_text_list, side_paths
 
-        img_enc = _encoder(image_encoder, "image", device)
-        x_file = _embedding_file("images", img_enc.spec)
+        x_spec = _spec(image_encoder)
+        x_file = _embedding_file("images", x_spec)
         x_path = out_dir / x_file
         files = [str(png_path(png_dir, r.id)) for r in rendered]
-        fp = _fingerprint(img_enc.spec, files)
+        fp = _fingerprint(x_spec, files)
         t = time.time()
         if not _stage_done(out_dir, "images", fp, [x_path, side_paths(x_path)["paths"]]):
             embed_image_files(
-                img_enc,
+                _encoder(image_encoder, "image", device),
                 files,
                 x_path,
                 batch_size=batch_size,
@@ -1060,15 +1066,15 @@ def build_icons(
         n_embed_failed = len(rendered) - len(kept)
         images_meta = json.loads(side_paths(x_path)["meta"].read_text())
 
-        txt_enc = _encoder(text_encoder, "text", device)
-        y_file = _embedding_file("texts", txt_enc.spec)
+        y_spec = _spec(text_encoder)
+        y_file = _embedding_file("texts", y_spec)
         y_path = out_dir / y_file
         captions = [r.caption for r in kept]
-        fp = _fingerprint(txt_enc.spec, captions)
+        fp = _fingerprint(y_spec, captions)
         t = time.time()
         if not _stage_done(out_dir, "texts", fp, [y_path]):
             embed_text_list(
-                txt_enc,
+                _encoder(text_encoder, "text", device),
                 captions,
                 y_path,
                 shard_size=max(shard_size, 8192),
