@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sotalign.bench.data import load_bench_data
 from sotalign.datasets import icons
+from sotalign.encoders import sha256_file
 from sotalign.encoders.base import ImageEncoder, TextEncoder
 from sotalign.errors import ConfigError, InputError
+from sotalign.eval import retrieval_metrics
 
 HAS_RESVG = True
 try:
@@ -337,8 +340,6 @@ def test_pair_draws_are_nested_and_from_the_pool() -> None:
 
 
 def test_grouped_retrieval_metrics() -> None:
-    from sotalign.eval import retrieval_metrics
-
     rng = np.random.default_rng(1)
     img, txt = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
     txt[:30] = img[:30] + 0.3 * rng.normal(size=(30, 8))
@@ -406,8 +407,6 @@ class _FakeTextEncoder(TextEncoder):
 def test_limit_build_end_to_end(
     package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sotalign.bench.data import load_bench_data
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("SOTALIGN_CACHE", str(cache))
     out = icons.default_cache_dir(30)
@@ -438,7 +437,7 @@ def test_limit_build_end_to_end(
     }
     assert sorted(p.name for p in (out / "png").iterdir()) == ["colr", "mono"]
     for name, digest in m["sha256"].items():
-        assert icons._sha256(out / name) == digest
+        assert sha256_file(out / name) == digest
     assert set(m["seconds"]) >= {"fetch", "read", "render", "embed_images", "embed_texts"}
     assert m["images"]["dtype"] == "float16" and m["texts"]["dim"] == 16
     assert m["source"]["version"] == "0.0.1"
