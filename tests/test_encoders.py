@@ -285,7 +285,13 @@ def test_open_clip_local_checkpoint(tmp_path: Path) -> None:
 
     cfg = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "head_width": 16,  # 2 heads (the default head width 64 would give none)
+            "patch_size": 16,
+        },
         "text_cfg": {
             "context_length": 8,
             "vocab_size": 49408,
