@@ -61,3 +61,32 @@ def test_halving_matches_full_training_where_it_trains(tmp_path):
     A, B = DATA.pairs(50, 7)
     assert np.array_equal(half.encode_images(A), full.encode_images(A))
     assert np.array_equal(half.encode_texts(B), full.encode_texts(B))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_head_auto_makes_both_heads_candidates(tmp_path):
+    from sotalign import ConfigError
+
+    A, B = DATA.pairs(150, 1)
+    X, Y = DATA.unpaired(240, 200, 2)
+    kw = dict(device="cpu", dim=16, batch_unpaired=64, sinkhorn_iters=10, progress=False,
+              steps=30, alpha_grid=[1.0])  # fmt: skip
+    est = SOTAlign(head="auto", **kw).fit(A, B, X, Y)
+    names = [r["candidate"] for r in est.selection_]
+    assert names == ["teacher:cca", "alpha=0,head=teacher", "alpha=0,head=linear",
+                     "alpha=1,head=teacher", "alpha=1,head=linear"]  # fmt: skip
+    assert est.plan_["candidates"] == 4 and est.plan_["kept"] == 2  # ⌈4/3⌉ continue
+    chosen = next(r for r in est.selection_ if r["selected"])
+    if chosen.get("head"):  # the final model has the selected head
+        assert est.aligner_.head == chosen["head"]
+    # each candidate is the fit with that head: its row equals a fit with head=... alone
+    one = SOTAlign(head="linear", **kw).fit(A, B, X, Y)
+    ref = {r["candidate"]: r for r in one.selection_}
+    for row in est.selection_:
+        if row.get("head") == "linear" and "stopped_at" not in row:
+            alone = ref[row["candidate"].removesuffix(",head=linear")]
+            assert row["val_mean_R@1"] == alone["val_mean_R@1"]
+    with pytest.raises(ConfigError, match="with a fixed alpha"):
+        SOTAlign(head="auto", alpha=0.1, **kw).fit(A, B, X, Y)
+    with pytest.raises(ConfigError, match="head='auto'"):
+        SOTAlign(method="sail", head="auto", **kw).fit(A, B)

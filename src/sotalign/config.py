@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 __all__ = [
     "DEFAULTS",
     "FLAT",
+    "HEAD_CANDIDATES",
     "PARAM_NAMES",
     "RECIPES",
     "RECIPE_FIELDS",
@@ -126,7 +127,8 @@ class SOTAlignConfig:
     method: the registered method to fit (checked against the registry when fitting).
     teacher, teacher_reg: the linear teacher (``cca`` with ridge 0.1, ``procrustes``,
     ``contrastive``); ``teacher_reg="auto"`` selects the CCA ridge among ``teacher_reg_grid`` on
-    the validation split of the pairs. dim, head: output width and head type. alpha: divergence
+    the validation split of the pairs. dim, head: output width and head type (``"auto"``: the
+    teacher-initialised and the linear head both compete in SOTAlign's selection). alpha: divergence
     weight, or ``"auto"`` to select it on validation among ``alpha_grid`` (with the teacher
     alone and α = 0). val_fraction: share of the pairs held out for selection; early_stopping:
     keep the best validation step; refit: retrain the selected candidate on all pairs.
@@ -170,7 +172,7 @@ class SOTAlignConfig:
         put("teacher_reg", _check_teacher_reg(self.teacher_reg))
         put("teacher_reg_grid", _check_reg_grid(self.teacher_reg_grid))
         put("dim", check_int("dim", self.dim, lo=1))
-        put("head", check_choice("head", self.head, tuple(HEADS)))
+        put("head", check_choice("head", self.head, (*HEADS, "auto")))
         put("alpha", _check_alpha(self.alpha))
         put("alpha_grid", _check_alpha_grid(self.alpha_grid))
         put("val_fraction", check_float("val_fraction", self.val_fraction, lo=0.0))
@@ -257,6 +259,8 @@ FLAT: dict[str, tuple[str, ...]] = _flat_map()
 """Flat parameter name → path in the tree (``"sinkhorn_iters"`` → ``("train", "klot",
 "n_iter")``)."""
 PARAM_NAMES: tuple[str, ...] = tuple(FLAT)
+HEAD_CANDIDATES: tuple[str, ...] = ("teacher", "linear")
+"""The heads that compete in SOTAlign's selection with ``head="auto"``."""
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},  # the dataclass defaults: Lion, 2,000 steps, lr 1e-4, d = 1024, batch 4,096
     "cpu": {

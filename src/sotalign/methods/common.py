@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import SOTAlignConfig
+from ..errors import ConfigError
 from ..models import AlignmentModel, HeadsAligner, LinearTeacher, make_teacher
 from ..training import Objective, TrainConfig, TrainData, Trainer, ValData
 from .selection import Candidate, Fitted
@@ -63,6 +64,11 @@ class HeadsRun:
         checkpoint_dir: Path | None = None,
     ) -> None:
         ckpt = cfg.checkpoint_dir if final else checkpoint_dir
+        if cfg.head == "auto":
+            raise ConfigError(
+                f"head='auto' selects the head in SOTAlign's selection (alpha='auto'); for"
+                f" method '{cfg.method}' or a fixed alpha give head=teacher, linear or mlp"
+            )
         torch.manual_seed(train.seed)
         self.cfg, self.val = cfg, val
         self.model = AlignmentModel(

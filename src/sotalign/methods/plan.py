@@ -161,7 +161,8 @@ def time_step(
     that follows is the one it would have been."""
     rng = torch.get_rng_state()
     try:
-        model = AlignmentModel(data.images.dim, data.texts.dim, cfg.dim, cfg.head, teacher=teacher)
+        head = "teacher" if cfg.head == "auto" else cfg.head  # the heads cost the same
+        model = AlignmentModel(data.images.dim, data.texts.dim, cfg.dim, head, teacher=teacher)
         trainer = Trainer(model, objective, data, train, progress=False)
         times = []
         for i in range(1 + repeats):

@@ -12,11 +12,13 @@ once, early-stopped on a validation split. The Table 1 variants swap the diverge
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from ..config import SOTAlignConfig
+from ..config import HEAD_CANDIDATES, SOTAlignConfig
+from ..errors import ConfigError
 from ..models import LinearTeacher
 from ..training import TrainConfig, TrainData, ValData, fit_progress, objective_from_config
 from .common import fit_teacher, heads_candidate, table_file
@@ -70,13 +72,15 @@ def fit_sotalign(
     teacher_for = _teacher_cache(cfg)
     with_teacher = uses_div or auto
 
-    def heads(alpha: float, name: str, train: TrainConfig) -> Candidate:
+    def heads(alpha: float, name: str, train: TrainConfig, head: str | None = None) -> Candidate:
         objective = objective_from_config(train, alpha)
 
         def build(d: TrainData) -> tuple[TrainData, object, LinearTeacher | None]:
             return d, objective, teacher_for(d) if with_teacher else None
 
-        return heads_candidate(cfg, name, build, train, resume, {"alpha": alpha})
+        own = cfg if head is None else dataclasses.replace(cfg, head=head)
+        info: dict[str, Any] = {"alpha": alpha} if head is None else {"alpha": alpha, "head": head}
+        return heads_candidate(own, name, build, train, resume, info)
 
     def probe(
         d: TrainData,
@@ -102,6 +106,11 @@ def fit_sotalign(
         return seconds
 
     if not auto:
+        if cfg.head == "auto":
+            raise ConfigError(
+                "head='auto' selects the head together with alpha (alpha='auto'); with a fixed"
+                " alpha give head=teacher or head=linear"
+            )
         alpha = float(cfg.alpha)
         split = carve_validation(data, cfg.val_fraction, train.seed, cfg.early_stopping)
         train, plan = plan_fit(
@@ -118,10 +127,15 @@ def fit_sotalign(
     ) -> Fitted:
         return Fitted(teacher_for(d))
 
-    alphas = [0.0] + (list(cfg.alpha_grid) if uses_div else [])
+    # head="auto": every α with the teacher-initialised and with the linear head
+    heads_grid: list[str | None] = list(HEAD_CANDIDATES) if cfg.head == "auto" else [None]
+    grid = [(a, h) for a in [0.0] + (list(cfg.alpha_grid) if uses_div else []) for h in heads_grid]
+    alphas = [a for a, _ in grid]
     split = Split.of(data, cfg.val_fraction, train.seed)
     table = table_file(cfg)
-    names = [f"teacher:{cfg.teacher}"] + [f"alpha={a:g}" for a in alphas]
+    names = [f"teacher:{cfg.teacher}"] + [
+        f"alpha={a:g}" + ("" if h is None else f",head={h}") for a, h in grid
+    ]
     rows = cached_table(table, names) if resume else []  # what an interrupted run finished
     done = any(r.get("selected") for r in rows)
     halving = cfg.selection == "halving" and not done
@@ -139,7 +153,7 @@ def fit_sotalign(
         else None,
     )
     candidates = [Candidate(names[0], teacher_alone, {"alpha": None})]
-    candidates += [heads(a, name, train) for a, name in zip(alphas, names[1:], strict=True)]
+    candidates += [heads(a, name, train, h) for (a, h), name in zip(grid, names[1:], strict=True)]
     rung = Halving(plan.rung, plan.kept) if plan.rung is not None and plan.kept else None
     with fit_progress(plan.total_steps, cfg.progress):
         sel = select(
