@@ -240,7 +240,8 @@ def validate_training_inputs(
         warnings.warn(
             f"{side}: {dmax} dimensions but only {na} pairs; the pair covariance is"
             f" rank-deficient (rank <= {na - 1}) and only the ridge term keeps the linear"
-            " teacher well-posed: add pairs, or raise the ridge",
+            " teacher well-posed: add pairs, or raise the ridge (teacher_reg; teacher_reg=auto"
+            " selects it on validation)",
             UnderdeterminedWarning,
             stacklevel=2,
         )
