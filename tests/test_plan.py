@@ -210,7 +210,12 @@ def test_the_plan_charges_alpha_zero_its_own_cheaper_steps(monkeypatch, two_view
         return 1.0 if objective.alpha > 0 else 0.1  # the OT term dominates a step
 
     monkeypatch.setattr(sotalign_method, "time_step", fake)
-    est = _small(steps=12, alpha_grid=[1.0, 0.1]).fit(A, B, X, Y)
+    est = _small(steps=12, alpha_grid=[1.0, 0.1], selection="full").fit(A, B, X, Y)
     # trainings: alpha=0 (0.1 s), alpha=1 and alpha=0.1 (1 s each), the refit (1 s, costliest)
     assert est.plan_["trainings"] == 4 and sorted(timed) == [0.0, 0.1]
     assert est.plan_["sec_per_step"] == pytest.approx((0.1 + 1 + 1 + 1) / 4)
+    # successive halving: each candidate its own cost for the first third, the continued one
+    # (unknown in advance) the costliest's for the rest, then the refit
+    est = _small(steps=12, alpha_grid=[1.0, 0.1]).fit(A, B, X, Y)
+    third = (0.1 + 1 + 1) / 3
+    assert est.plan_["sec_per_step"] == pytest.approx((third + 2 / 3 * 1 + 1) / (1 + 2 / 3 + 1))

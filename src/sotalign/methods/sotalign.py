@@ -13,6 +13,7 @@ once, early-stopped on a validation split. The Table 1 variants swap the diverge
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from .common import fit_teacher, heads_candidate, table_file
 from .plan import plan_fit, time_step
 from .registry import MethodResult, MethodSpec, register_method
 from .selection import (
+    HALVING_ETA,
     Candidate,
     Fitted,
     Halving,
@@ -87,9 +89,13 @@ def fit_sotalign(
         alphas: list[float],
         refit_alpha: float | None = None,
         train: TrainConfig = train,
+        halved: bool = False,
     ) -> Callable[[], float]:
         """Mean seconds per step over the planned trainings on ``d``: one per α of ``alphas``,
-        plus a refit (charged as a training with ``refit_alpha``, the costliest candidate's)."""
+        plus a refit (charged as a training with ``refit_alpha``, the costliest candidate's).
+        ``halved`` (successive halving): every candidate is charged its own steps up to the
+        rung (``1/η`` of the schedule) and the continued ones the costliest candidate's —
+        which of them continue is not known before they have run."""
 
         def seconds() -> float:
             planned = [*alphas, *([] if refit_alpha is None else [refit_alpha])]
@@ -101,7 +107,13 @@ def fit_sotalign(
                 k: time_step(cfg, train, d, objective_from_config(train, a), teacher)
                 for k, a in kinds.items()
             }
-            return sum(cost[a > 0] for a in planned) / len(planned)
+            own = [cost[a > 0] for a in alphas]
+            refit = [] if refit_alpha is None else [cost[refit_alpha > 0]]
+            if not (halved and len(alphas) >= 2):
+                return sum(own + refit) / len(own + refit)
+            f, kept = 1 / HALVING_ETA, math.ceil(len(alphas) / HALVING_ETA)
+            steps = len(alphas) * f + kept * (1 - f) + len(refit)  # in trainings
+            return (f * sum(own) + kept * (1 - f) * max(own) + sum(refit)) / steps
 
         return seconds
 
@@ -146,7 +158,12 @@ def fit_sotalign(
         train,
         trainings=left + int(cfg.refit),
         candidates=len(alphas),
-        probe=probe(split.train, alphas[len(alphas) - left :], max(alphas) if cfg.refit else None),
+        probe=probe(
+            split.train,
+            alphas[len(alphas) - left :],
+            max(alphas) if cfg.refit else None,
+            halved=halving,
+        ),
         resume=resume,
         halving=(lambda steps: halving_schedule(left, steps, train.eval_every))
         if halving
