@@ -28,7 +28,7 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
         m = saved["results"][name]
         assert m == report["results"][name]
         # the printed table row shows the saved figures
-        (row,) = [line for line in printed.splitlines() if f" {name} " in line]
+        (row,) = [ln for ln in printed.splitlines() if f" {name} " in ln and "│" in ln]
         want = [m[side][f"R@{k}"] for side in ("i2t", "t2i") for k in (1, 5, 10)]
         want += [m["mean_R@1"], m["zero-shot group"]]
         assert re.findall(r"\d+\.\d", row) == [f"{v:.1f}" for v in want], row
