@@ -23,7 +23,6 @@ __all__ = [
     "fit_teacher",
     "heads_candidate",
     "table_file",
-    "train_heads",
 ]
 
 CANDIDATES_DIR = "candidates"
@@ -103,36 +102,6 @@ class HeadsRun:
         )
 
 
-def train_heads(
-    cfg: SOTAlignConfig,
-    data: TrainData,
-    objective: Objective,
-    train: TrainConfig,
-    *,
-    teacher: LinearTeacher | None = None,
-    val: ValData | None = None,
-    final: bool = False,
-    resume: bool = False,
-    stop_at: int | None = None,
-    checkpoint_dir: Path | None = None,
-) -> Fitted:
-    """Train fresh heads (seeded) on ``data`` with ``objective``; early-stop on ``val``;
-    ``stop_at`` ends at that step on the schedule of ``train.steps`` (see :class:`HeadsRun`)."""
-    run = HeadsRun(
-        cfg,
-        data,
-        objective,
-        train,
-        teacher=teacher,
-        val=val,
-        final=final,
-        resume=resume,
-        checkpoint_dir=checkpoint_dir,
-    )
-    run.advance(stop_at)
-    return run.finish()
-
-
 def heads_candidate(
     cfg: SOTAlignConfig,
     name: Any,
@@ -146,22 +115,7 @@ def heads_candidate(
 
     own = candidate_dir(cfg, name)
 
-    def fit(data: TrainData, val: ValData | None, stop_at: int | None, final: bool) -> Fitted:
-        tr_data, objective, teacher = build(data)
-        return train_heads(
-            cfg,
-            tr_data,
-            objective,
-            train,
-            teacher=teacher,
-            val=val,
-            final=final,
-            resume=resume,
-            stop_at=stop_at,
-            checkpoint_dir=own,
-        )
-
-    def start(data: TrainData, val: ValData) -> HeadsRun:
+    def start(data: TrainData, val: ValData | None, final: bool = False) -> HeadsRun:
         tr_data, objective, teacher = build(data)
         return HeadsRun(
             cfg,
@@ -170,9 +124,15 @@ def heads_candidate(
             train,
             teacher=teacher,
             val=val,
+            final=final,
             resume=resume,
             checkpoint_dir=own,
         )
+
+    def fit(data: TrainData, val: ValData | None, stop_at: int | None, final: bool) -> Fitted:
+        run = start(data, val, final)
+        run.advance(stop_at)
+        return run.finish()
 
     return Candidate(name, fit, dict(info or {}), start)
 

@@ -232,7 +232,7 @@ def select(
                 continue  # scored before the interruption (its row was cached)
             _stage(f"candidate {i + 1}/{len(candidates)}: {c.name}")
             f = fitted[i] = c.fit(split.train, split.val, None, single_final)
-            score = f.score if f.score is not None else score_aligner(f.aligner, split.val)
+            score = _score(f, split.val)
             table.append(_row(c, score, f.best_step, None))
             if table_file is not None and is_writer():  # a resumed run skips this candidate
                 write_json_atomic(table_file, table)
@@ -270,7 +270,7 @@ def _halve(
         if c.start is None:
             f = c.fit(split.train, split.val, None, False)
             fitted[i] = f
-            score = f.score if f.score is not None else score_aligner(f.aligner, split.val)
+            score = _score(f, split.val)
             rows[i] = _row(c, score, f.best_step, None)
     runs: dict[int, Run] = {}
     rung: dict[int, tuple[float | None, float | None, int | None]] = {}
@@ -293,9 +293,14 @@ def _halve(
         _stage(f"best {k + 1}/{len(kept)} of step {h.rung}: {c.name}, to the end")
         runs[i].advance()
         f = fitted[i] = runs.pop(i).finish()
-        score = f.score if f.score is not None else score_aligner(f.aligner, split.val)
+        score = _score(f, split.val)
         rows[i] = _row(c, score, f.best_step, None)
     return [rows[i] for i in range(len(candidates))], fitted
+
+
+def _score(f: Fitted, val: ValData) -> tuple[float | None, float | None]:
+    """A fit's validation score: the one its training recorded, else measured now."""
+    return f.score if f.score is not None else score_aligner(f.aligner, val)
 
 
 def best_until(
