@@ -348,3 +348,39 @@ def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
         log=lambda s: None,
     )  # as the CLI does
     assert [r["test"]["mean_R@1"] for r in res["runs"]] == [3.0]  # the last include wins
+
+
+def test_caption_groups_are_scored_and_reported(files: dict[str, Path], tmp_path: Path) -> None:
+    """Test pairs sharing a caption: each run also records grouped retrieval, equal to the
+    metric applied to the fitted model's embeddings, and the report shows its table."""
+    from sotalign.bench.report import render_markdown
+    from sotalign.eval import grouped_retrieval_metrics, retrieval_metrics
+
+    data = load_bench_data(
+        pairs_images=files["pa"],
+        pairs_texts=files["pb"],
+        test_images=files["ta"],
+        test_texts=files["tb"],
+    )
+    groups = np.arange(80) // 4  # 20 groups of 4 pairs
+    data.test_groups = groups
+    data.info["test_caption_groups"] = 20
+    res = run_bench(
+        data, tmp_path / "grp", methods=["cca"], pairs=[60], seeds=[0], log=lambda s: None
+    )
+    (run,) = res["runs"]
+    from sotalign import SOTAlign
+
+    A, B = data.draw(60, 0)
+    est = SOTAlign(method="cca", seed=0, progress=False).fit(A, B)
+    zi, zt = est.encode_images(data.test_images), est.encode_texts(data.test_texts)
+    want = grouped_retrieval_metrics(zi, zt, groups)
+    assert run["test_grouped"]["mean_R@1"] == pytest.approx(want["mean_R@1"])
+    assert run["test"]["mean_R@1"] == pytest.approx(retrieval_metrics(zi, zt)["mean_R@1"])
+    # four candidates per group: grouped recall is at least the per-pair recall, here above it
+    assert run["test_grouped"]["mean_R@1"] > run["test"]["mean_R@1"]
+    md = render_markdown(res)
+    assert "whole group counted as hits" in md and "20 distinct captions" in md
+    # the grouped table holds the grouped figure, not the per-pair one
+    sec = md.split("whole group counted as hits", 1)[1].split("##", 1)[0]
+    assert f"{run['test_grouped']['mean_R@1']:.1f}" in sec

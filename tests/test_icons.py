@@ -21,7 +21,7 @@ from sotalign.datasets import icons
 from sotalign.encoders import sha256_file
 from sotalign.encoders.base import ImageEncoder, TextEncoder
 from sotalign.errors import ConfigError, InputError
-from sotalign.eval import retrieval_metrics
+from sotalign.eval import grouped_retrieval_metrics, retrieval_metrics
 
 HAS_RESVG = True
 try:
@@ -344,7 +344,7 @@ def test_grouped_retrieval_metrics() -> None:
     img, txt = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
     txt[:30] = img[:30] + 0.3 * rng.normal(size=(30, 8))
     per_icon = retrieval_metrics(img, txt, None)
-    distinct = icons.grouped_retrieval_metrics(img, txt, np.arange(60), chunk=7)
+    distinct = grouped_retrieval_metrics(img, txt, np.arange(60), chunk=7)
     for d in ("i2t", "t2i"):
         for k, v in per_icon[d].items():
             assert distinct[d][k] == pytest.approx(v)
@@ -352,10 +352,10 @@ def test_grouped_retrieval_metrics() -> None:
     img = np.eye(3)
     txt = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     assert retrieval_metrics(img, txt, None)["t2i"]["R@1"] == pytest.approx(100 / 3)
-    grouped = icons.grouped_retrieval_metrics(img, txt, [0, 0, 1])
+    grouped = grouped_retrieval_metrics(img, txt, [0, 0, 1])
     assert grouped["t2i"]["R@1"] == grouped["i2t"]["R@1"] == grouped["mean_R@1"] == 100.0
     with pytest.raises(InputError):
-        icons.grouped_retrieval_metrics(img, txt, [0, 1])
+        grouped_retrieval_metrics(img, txt, [0, 1])
 
 
 # ------------------------------------------------------------------------------- build

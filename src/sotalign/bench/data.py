@@ -27,6 +27,8 @@ class BenchData:
     ``draw(n, seed)`` returns ``n`` row-aligned pairs ``(A, B)`` from the pool (nested across
     ``n`` for one seed). ``zero_shot`` is ``(test_labels, prompt_embeddings, n_templates)``
     with prompt embeddings in the text encoder's space (classes × templates × d_y), or None.
+    ``test_groups`` (one id per test pair, or None) marks pairs sharing one caption: retrieval is
+    then also scored with every pair of the group counted as a hit.
     """
 
     name: str
@@ -39,6 +41,7 @@ class BenchData:
     test_index: np.ndarray | None = None
     zero_shot: tuple[np.ndarray, np.ndarray] | None = None
     draw_fn: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None
+    test_groups: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def draw(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +152,7 @@ def _icons_data(shifted: bool = False) -> BenchData:
         ty,
         None,
         draw_fn=draw,
+        test_groups=d.test_groups,
         info={
             "encoders": "EfficientNet-Lite0 (images) / all-MiniLM-L6-v2 (captions)",
             "unpaired_pools": "from disjoint sets" if shifted else "disjoint icons",

@@ -153,6 +153,28 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
             ),
             "",
         ]
+    if any("test_grouped" in r for r in runs):
+        n_groups = result["data"].get("test_caption_groups")
+        of = f" ({n_groups} distinct captions among the test pairs)" if n_groups else ""
+        out += [
+            "## Test mean R@1 (%), a caption's whole group counted as hits",
+            "",
+            f"Test pairs sharing one caption form a group{of}; here retrieving any pair of the "
+            "query's group is a hit (`sotalign.eval.grouped_retrieval_metrics`). The tables "
+            "above count only the query's own pair.",
+            "",
+            _table(
+                aggregate(
+                    runs,
+                    "pairs",
+                    "pairs",
+                    lambda r: r["test_grouped"][MAIN] if "test_grouped" in r else None,
+                ),
+                "pairs",
+                methods,
+            ),
+            "",
+        ]
     if any("zero_shot_top1" in r for r in runs):
         out += [
             "## Zero-shot top-1 (%)",

@@ -41,7 +41,12 @@ import torch
 from ..diagnostics import mutual_knn_alignment, pool_shift
 from ..errors import ConfigError, InputError, closest
 from ..estimator import SOTAlign
-from ..eval import class_prototypes, retrieval_metrics, zero_shot_accuracy
+from ..eval import (
+    class_prototypes,
+    grouped_retrieval_metrics,
+    retrieval_metrics,
+    zero_shot_accuracy,
+)
 from ..io import atomic_write, write_json_atomic
 from ..methods import Candidate, Fitted, Split, available_methods, select
 from ..training import TrainData
@@ -76,6 +81,8 @@ def _encode_eval(est: Any, data: BenchData) -> dict[str, Any]:
     zi = est.encode_images(np.asarray(data.test_images, np.float32))
     zt = est.encode_texts(np.asarray(data.test_texts, np.float32))
     out: dict[str, Any] = {"test": retrieval_metrics(zi, zt, data.test_index)}
+    if data.test_groups is not None:  # pairs sharing a caption: any of the group is a hit
+        out["test_grouped"] = grouped_retrieval_metrics(zi, zt, data.test_groups)
     if data.zero_shot is not None:
         labels, prompts = data.zero_shot
         _, n_tpl, d = prompts.shape

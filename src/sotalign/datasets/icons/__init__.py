@@ -50,7 +50,7 @@ order of the corpus.
   at least one per set while the test size allows), evaluation only; :func:`caption_groups`
   gives each test icon the id of its caption group, so retrieval is scored per icon
   (``text_to_image=None`` in :func:`sotalign.eval.retrieval_metrics`) and per group
-  (:func:`grouped_retrieval_metrics`: every icon sharing the caption group is a hit);
+  (:func:`sotalign.eval.grouped_retrieval_metrics`: every icon sharing the caption group is a hit);
 * ``validation``: the next 1,000 icons; ``pair_pool``: the next 10,000, from which
   :func:`draw_pairs` draws nested training pairs (for one seed, 200 pairs are the first 200 of
   1,000);
@@ -148,7 +148,6 @@ from .splits import (
     SAMPLE_SEED,
     SPLIT_SEED,
     caption_groups,
-    grouped_retrieval_metrics,
     hash_order,
     sample_evenly,
     split_icons,
@@ -190,7 +189,6 @@ __all__ = [
     "clean_set_category",
     "default_cache_dir",
     "draw_pairs",
-    "grouped_retrieval_metrics",
     "hash_order",
     "icon_caption",
     "icon_svg",

@@ -42,7 +42,7 @@ class IconsData:
 
     ``x`` (image embeddings) and ``y`` (caption embeddings) are float16 memory maps, row i both
     of icon ``ids[i]``; the accessors return float32 copies. ``test_groups[k]`` is the caption
-    group of test icon ``test_idx[k]`` (for :func:`grouped_retrieval_metrics`). With
+    group of test icon ``test_idx[k]`` (for :func:`sotalign.eval.grouped_retrieval_metrics`). With
     ``shifted=True`` the unpaired pools come from disjoint sets of icon sets.
     """
 

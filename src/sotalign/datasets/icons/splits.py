@@ -1,11 +1,10 @@
-"""The protocol of the icons benchmark (pure functions): seeded, id-keyed samples and splits,
-caption groups, and retrieval scored per caption group."""
+"""The protocol of the icons benchmark (pure functions): seeded, id-keyed samples and splits
+and caption groups (scored by :func:`sotalign.eval.grouped_retrieval_metrics`)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -182,52 +181,3 @@ def caption_groups(keys: Sequence[str]) -> np.ndarray:
     """Integer group id per key (equal keys, equal ids; numbered by first occurrence)."""
     ids: dict[str, int] = {}
     return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
-
-
-def grouped_retrieval_metrics(
-    image_emb: Any,
-    text_emb: Any,
-    groups: Any,
-    ks: Sequence[int] = (1, 5, 10),
-    chunk: int = 2048,
-) -> dict[str, Any]:
-    """Recall@k in percent where every item of the query's caption group counts as a hit.
-
-    Row i of ``image_emb`` and of ``text_emb`` is icon i, ``groups[i]`` its caption group, and
-    ``S[i, j]`` the cosine of image i and caption j. With ``G(q)`` the icons of q's group:
-
-    * text→image, caption j: ``r_j = #{i ∉ G(j) : S[i, j] ≥ max_{i' ∈ G(j)} S[i', j]}``;
-    * image→text, image i: ``r_i = #{j ∉ G(i) : S[i, j] ≥ max_{j' ∈ G(i)} S[i, j']}``;
-
-    ``R@k = 100 · mean(r < k)``; ties count against the query, as in
-    :func:`sotalign.eval.retrieval_metrics`, whose one-caption-per-image figures these equal
-    when every group has one icon. Same output layout (``i2t``, ``t2i``, ``mean_R@1``).
-    """
-    img = np.asarray(image_emb, dtype=np.float32)
-    txt = np.asarray(text_emb, dtype=np.float32)
-    g = np.asarray(groups).reshape(-1)
-    if img.ndim != 2 or img.shape != txt.shape or g.shape[0] != img.shape[0] or not len(g):
-        raise InputError(
-            f"grouped retrieval needs row-aligned images, texts and groups (got "
-            f"{img.shape}, {txt.shape}, {g.shape})"
-        )
-    if not (np.isfinite(img).all() and np.isfinite(txt).all()):
-        raise InputError("embeddings hold NaN or inf; refusing to score them")
-
-    def unit(a: np.ndarray) -> np.ndarray:
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    img, txt = unit(img), unit(txt)
-    n = len(g)
-    ranks = {"i2t": np.empty(n, np.int64), "t2i": np.empty(n, np.int64)}
-    for name, query, gallery in (("i2t", img, txt), ("t2i", txt, img)):
-        for s in range(0, n, chunk):
-            sims = query[s : s + chunk] @ gallery.T
-            own = g[s : s + chunk, None] == g[None, :]
-            best = np.where(own, sims, -np.inf).max(axis=1, keepdims=True)
-            ranks[name][s : s + chunk] = ((sims >= best) & ~own).sum(axis=1)
-    out: dict[str, Any] = {
-        d: {f"R@{k}": 100.0 * float((r < k).mean()) for k in ks} for d, r in ranks.items()
-    }
-    out["mean_R@1"] = 0.5 * (out["i2t"]["R@1"] + out["t2i"]["R@1"])
-    return out
