@@ -79,8 +79,8 @@ package under ``npm/`` and ``iconify/``. EfficientNet-Lite0 dominates the cost (
 images/s on 2 idle cores).
 
 Modules: :mod:`.sources` (the package, the kept sets), :mod:`.corpus` (captions, records),
-:mod:`.render` (SVG → PNG), :mod:`.splits` (sampling, splits, caption groups, grouped
-retrieval), :mod:`.build` (the cache, the command line), :mod:`.load` (the cache → splits).
+:mod:`.render` (SVG → PNG), :mod:`.splits` (sampling, splits, caption groups),
+:mod:`.build` (the cache, the command line), :mod:`.load` (the cache → splits).
 """
 
 from __future__ import annotations
