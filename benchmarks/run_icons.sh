@@ -1,43 +1,55 @@
 #!/usr/bin/env bash
 # Icons benchmark (image-text, large unpaired pools): EfficientNet-Lite0 icons <-> all-MiniLM-L6-v2
-# captions from @iconify/json (5k test icons, pairs from a 10k pool, two disjoint unpaired pools
-# of distinct icons; icons-shifted: the unpaired pools from disjoint icon sets). Every method with
-# fit's defaults (CCA also with its ridge selected on the pairs' validation split), 1,000 and
-# 10,000 pairs, 3 seeds; SOTAlign's unpaired-pool sweep at 1,000 pairs. Two processes with one
-# torch thread each (one per core), then one merge (--render-only, no fitting) renders the tables
-# and plots. Re-running resumes; './run_icons.sh merge' only re-renders. Needs the cache of
+# captions from @iconify/json (5k test icons, pairs from a pool of 9,981, two disjoint unpaired
+# pools of distinct icons; icons-shifted: the unpaired pools from disjoint icon sets). Every method
+# with fit's defaults (CCA also with its ridge selected on the pairs' validation split), 1,000
+# pairs and the whole pool (9,981), 3 seeds; SOTAlign's unpaired-pool sweep at 1,000 pairs; the
+# shifted split at 1,000 pairs. Two processes with one torch thread each (one per core), then one
+# merge (--render-only, no fitting) renders the tables and plots. Re-running resumes;
+# './run_icons.sh merge' only re-renders. Needs the cache of
 # 'python -m sotalign.datasets.icons --max-images 50000' in ~/.cache/sotalign/icons.
+# Not run yet: the trained baselines (structure, nnclr, sclip, semisup_sail): './run_icons.sh trained'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 R=benchmarks/results
 COMMON=(--seeds 0,1,2 --threads 1 --resume)
+CCA=(--method-set cca:teacher_reg=auto)
 B=.venv/bin/sotalign
-if [ "${1:-}" != "merge" ]; then
-  {
-    $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000,10000 \
-      --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_bench_sotalign
-  } > $R/icons_bench_sotalign.log 2>&1 &
-  {
-    $B bench --dataset icons "${COMMON[@]}" --methods cca,procrustes,csa,asif,sail \
-      --method-set cca:teacher_reg=auto --pairs 1000,10000 --out $R/icons_bench_baselines
-    $B bench --dataset icons-shifted "${COMMON[@]}" --methods cca,sotalign --pairs 1000 \
-      --method-set cca:teacher_reg=auto --out $R/icons_shifted
+case "${1:-}" in
+  merge) ;;
+  trained)
     $B bench --dataset icons "${COMMON[@]}" --methods structure,nnclr,sclip,semisup_sail \
-      --pairs 1000 --out $R/icons_bench_trained
-  } > $R/icons_bench_baselines.log 2>&1 &
-  wait
-fi
+      --pairs 1000 --out $R/icons_bench_trained > $R/icons_bench_trained.log 2>&1 ;;
+  *)
+    {
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
+        --out $R/icons_bench_sotalign
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
+        --out $R/icons_bench_sotalign_10k
+    } > $R/icons_bench_sotalign.log 2>&1 &
+    {
+      $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" --methods cca,procrustes,csa,asif,sail \
+        --pairs 1000 --out $R/icons_bench_baselines
+      $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign \
+        --pairs 1000 --out $R/icons_shifted
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
+        --unpaired-sizes 1000,4000 --sweep-pairs 1000 --no-pairs-sweep --out $R/icons_unpaired_sweep
+      $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" --methods cca,procrustes,csa,asif,sail \
+        --pairs 9981 --out $R/icons_bench_baselines_10k
+    } > $R/icons_bench_baselines.log 2>&1 &
+    wait ;;
+esac
 NOTES=()
 [ -f $R/icons_notes.md ] && NOTES=(--notes $R/icons_notes.md)
 INC=()
-for d in icons_bench_sotalign icons_bench_baselines icons_bench_trained; do
+for d in icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
+  icons_bench_baselines_10k icons_unpaired_sweep icons_bench_trained; do
   [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
 done
-$B bench --dataset icons "${COMMON[@]}" \
+$B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
   --methods sotalign,sail,cca,procrustes,csa,asif,structure,nnclr,sclip,semisup_sail \
-  --method-set cca:teacher_reg=auto --pairs 1000,10000 --unpaired-sizes 1000,4000 \
-  --sweep-pairs 1000 --sweep-methods sotalign --out $R/icons_bench --render-only \
-  "${INC[@]}" "${NOTES[@]}"
-$B bench --dataset icons-shifted "${COMMON[@]}" --methods cca,sotalign --pairs 1000 \
-  --method-set cca:teacher_reg=auto --out $R/icons_shifted --render-only
+  --pairs 1000,9981 --unpaired-sizes 1000,4000 --sweep-pairs 1000 --sweep-methods sotalign \
+  --out $R/icons_bench --render-only "${INC[@]}" "${NOTES[@]}"
+$B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign --pairs 1000 \
+  --out $R/icons_shifted --render-only
