@@ -9,7 +9,9 @@
 # './run_icons.sh merge' only re-renders. Needs the cache of
 # 'python -m sotalign.datasets.icons --max-images 50000' in ~/.cache/sotalign/icons.
 # SOTAlign at 9,981 pairs runs with budget=240 (its defaults plan 1 h 31 min per fit on one core).
-# Not run yet: the trained baselines (structure, nnclr, sclip, semisup_sail): './run_icons.sh trained'.
+# './run_icons.sh trained': the trained baselines (structure, nnclr, sclip, semisup_sail) at
+# 1,000 pairs; './run_icons.sh large': SAIL at 9,981 pairs and one SOTAlign fit (seed 0) at 9,981
+# with a 30-minute budget (its own folder, not merged with the budget-240 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -22,6 +24,13 @@ case "${1:-}" in
   trained)
     $B bench --dataset icons "${COMMON[@]}" --methods structure,nnclr,sclip,semisup_sail \
       --pairs 1000 --out $R/icons_bench_trained > $R/icons_bench_trained.log 2>&1 ;;
+  large)
+    {
+      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
+        --out $R/icons_bench_sail_10k
+      $B bench --dataset icons --seeds 0 --threads 1 --resume --methods sotalign --pairs 9981 \
+        --method-set sotalign:budget=1800 --out $R/icons_sotalign_10k_budget1800
+    } > $R/icons_bench_large.log 2>&1 ;;
   *)
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \

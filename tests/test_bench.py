@@ -261,10 +261,13 @@ def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"unknown method 'sial'.*sail"):
         run_bench(data, tmp_path / "e", methods=["sial"], log=lambda s: None)
-    with pytest.raises(InputError, match="outside"):
+    # a pair count the pool cannot give is refused before the first fit, not after the others
+    logged: list[str] = []
+    with pytest.raises(InputError, match=r"500 outside 1\.\.120"):
         run_bench(
-            data, tmp_path / "e2", methods=["cca"], pairs=[500], seeds=[0], log=lambda s: None
+            data, tmp_path / "e2", methods=["cca"], pairs=[20, 500], seeds=[0], log=logged.append
         )
+    assert not any(line.startswith("[") for line in logged), logged
     # user error through the CLI: exit status != 0 and a message naming the option
     res = CliRunner().invoke(bench_app, ["--out", str(tmp_path / "c"), "--pairs", "x"])
     assert res.exit_code != 0
