@@ -10,8 +10,9 @@
 # 'python -m sotalign.datasets.icons --max-images 50000' in ~/.cache/sotalign/icons.
 # SOTAlign at 9,981 pairs runs with budget=240 (its defaults plan 1 h 31 min per fit on one core).
 # './run_icons.sh trained': the trained baselines (structure, nnclr, sclip, semisup_sail) at
-# 1,000 pairs; './run_icons.sh large': SAIL at 9,981 pairs and one SOTAlign fit (seed 0) at 9,981
-# with a 30-minute budget (its own folder, not merged with the budget-240 runs).
+# 1,000 pairs, SOTAlign with teacher_reg=auto, and alpha = 1 with 4k unpaired too;
+# './run_icons.sh large': SAIL at 9,981 pairs and one SOTAlign fit (seed 0) at 9,981 with
+# teacher_reg=auto and a 30-minute budget (own folders, not merged with the default runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -22,14 +23,22 @@ B=.venv/bin/sotalign
 case "${1:-}" in
   merge) ;;
   trained)
-    $B bench --dataset icons "${COMMON[@]}" --methods structure,nnclr,sclip,semisup_sail \
-      --pairs 1000 --out $R/icons_bench_trained > $R/icons_bench_trained.log 2>&1 ;;
+    {
+      $B bench --dataset icons "${COMMON[@]}" --methods structure,nnclr,sclip,semisup_sail \
+        --pairs 1000 --out $R/icons_bench_trained
+      # SOTAlign distilling the CCA teacher whose ridge is selected on validation
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
+        --method-set sotalign:teacher_reg=auto --out $R/icons_sotalign_auto_ridge
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
+        --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_alpha1
+    } > $R/icons_bench_trained.log 2>&1 ;;
   large)
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
         --out $R/icons_bench_sail_10k
       $B bench --dataset icons --seeds 0 --threads 1 --resume --methods sotalign --pairs 9981 \
-        --method-set sotalign:budget=1800 --out $R/icons_sotalign_10k_budget1800
+        --method-set sotalign:budget=1800 --method-set sotalign:teacher_reg=auto \
+        --out $R/icons_sotalign_10k_auto_ridge
     } > $R/icons_bench_large.log 2>&1 ;;
   *)
     {
@@ -68,4 +77,4 @@ $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
 $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign --pairs 1000 \
   --out $R/icons_shifted --render-only
 $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
-  --unpaired-sizes 1000 --sweep-pairs 1000 --out $R/icons_alpha1 --render-only
+  --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_alpha1 --render-only
