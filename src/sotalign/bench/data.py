@@ -44,12 +44,21 @@ class BenchData:
     test_groups: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def check_pairs(self, *counts: int) -> None:
+        """Refuse pair counts the pool cannot give (before any fit, and in :meth:`draw`)."""
+        m = len(self.pool_images)
+        bad = sorted({int(n) for n in counts if not 1 <= int(n) <= m})
+        if bad:
+            raise InputError(
+                f"--pairs/--sweep-pairs {', '.join(map(str, bad))} outside 1..{m} "
+                f"(the {self.name} pair pool holds {m} pairs)"
+            )
+
     def draw(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        self.check_pairs(n)
         if self.draw_fn is not None:
             return self.draw_fn(n, seed)
         m = len(self.pool_images)
-        if not 1 <= n <= m:
-            raise InputError(f"--pairs {n} is outside 1..{m} (the size of the pair pool)")
         idx = np.random.default_rng(seed).permutation(m)[:n]
         return (
             np.asarray(self.pool_images[idx], np.float32),

@@ -253,14 +253,8 @@ def run_bench(
         log(f"warning: {len(seeds)} seed(s); the std over seeds needs at least 3")
     params = {"progress": False, **(params or {})}
     sweep_pairs = sweep_pairs or min(pairs)
-    pool_size = len(data.pool_images)
-    asked = [*pairs, *([sweep_pairs] if unpaired_sizes or batch_sizes else [])]
-    too_many = sorted({int(n) for n in asked if not 1 <= int(n) <= pool_size})
-    if too_many and not render_only:  # refuse before the first fit, not after hours of them
-        raise InputError(
-            f"--pairs/--sweep-pairs {', '.join(map(str, too_many))} outside 1..{pool_size} "
-            f"(the {data.name} pair pool holds {pool_size} pairs)"
-        )
+    if not render_only:  # refuse before the first fit, not after hours of them
+        data.check_pairs(*pairs, *([sweep_pairs] if unpaired_sizes or batch_sizes else []))
     sweep_methods = list(sweep_methods or [m for m in methods if known[m].uses_unpaired])
     has_unpaired = data.unpaired_images is not None
     if (unpaired_sizes or batch_sizes) and not has_unpaired:
