@@ -4,15 +4,14 @@
 # pools of distinct icons; icons-shifted: the unpaired pools from disjoint icon sets). Every method
 # with fit's defaults (CCA also with its ridge selected on the pairs' validation split), 1,000
 # pairs and the whole pool (9,981), 3 seeds; SOTAlign with alpha = 1 fixed and 1k or all unpaired
-# samples at 1,000 pairs; the shifted split at 1,000 pairs. Two processes with one torch thread each (one per core), then one
+# samples at 1,000 pairs; the shifted split at 1,000 pairs; SOTAlign also distilling the CCA
+# teacher with its ridge selected; the trained baselines (NNCLR, S-CLIP, semi-supervised SAIL,
+# STRUCTURE) at 1,000 pairs. Two processes with one torch thread each (one per core), then one
 # merge (--render-only, no fitting) renders the tables and plots. Re-running resumes;
 # './run_icons.sh merge' only re-renders. Needs the cache of
 # 'python -m sotalign.datasets.icons --max-images 50000' in ~/.cache/sotalign/icons.
-# SOTAlign at 9,981 pairs runs with budget=240 (its defaults plan 1 h 31 min per fit on one core).
-# './run_icons.sh trained': the trained baselines (structure, nnclr, sclip, semisup_sail) at
-# 1,000 pairs, SOTAlign with teacher_reg=auto, and alpha = 1 with 4k unpaired too;
-# './run_icons.sh large': SAIL at 9,981 pairs and one SOTAlign fit (seed 0) at 9,981 with
-# teacher_reg=auto and a 30-minute budget (own folders, not merged with the default runs).
+# SOTAlign at 9,981 pairs runs with budget=240 (its defaults plan 1 h 31 min per fit on one
+# core) and with teacher_reg=auto and budget=600.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -22,46 +21,37 @@ CCA=(--method-set cca:teacher_reg=auto)
 B=.venv/bin/sotalign
 case "${1:-}" in
   merge) ;;
-  trained)
-    {
-      $B bench --dataset icons "${COMMON[@]}" --methods structure,nnclr,sclip,semisup_sail \
-        --pairs 1000 --out $R/icons_bench_trained
-      # SOTAlign distilling the CCA teacher whose ridge is selected on validation
-      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
-        --method-set sotalign:teacher_reg=auto --out $R/icons_sotalign_auto_ridge
-      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
-        --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_alpha1
-    } > $R/icons_bench_trained.log 2>&1 ;;
-  large)
-    {
-      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
-        --out $R/icons_bench_sail_10k
-      $B bench --dataset icons --seeds 0 --threads 1 --resume --methods sotalign --pairs 9981 \
-        --method-set sotalign:budget=1800 --method-set sotalign:teacher_reg=auto \
-        --out $R/icons_sotalign_10k_auto_ridge
-    } > $R/icons_bench_large.log 2>&1 ;;
   *)
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
         --out $R/icons_bench_sotalign
-      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
-        --method-set sotalign:budget=240 \
-        --out $R/icons_bench_sotalign_10k
-    } > $R/icons_bench_sotalign.log 2>&1 &
-    {
       $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" --methods cca,procrustes,csa,asif,sail \
         --pairs 1000 --out $R/icons_bench_baselines
-      $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign \
-        --pairs 1000 --out $R/icons_shifted
       $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" --methods cca,procrustes,csa,asif \
         --pairs 9981 --out $R/icons_bench_closed_10k
-      # alpha is selected as 0 at 1,000 pairs: how much the OT term moves the test score, and
-      # with how many unpaired samples, is measured with alpha = 1 fixed
+      $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign \
+        --pairs 1000 --out $R/icons_shifted
+      # alpha is selected on validation; how much the OT term moves the test score, and with
+      # how many unpaired samples, is measured with alpha = 1 fixed
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
-        --unpaired-sizes 1000 --sweep-pairs 1000 --out $R/icons_alpha1
+        --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_alpha1
+      # SOTAlign distilling the CCA teacher whose ridge is selected on validation
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
+        --method-set sotalign:teacher_reg=auto --out $R/icons_sotalign_auto_ridge
+      $B bench --dataset icons "${COMMON[@]}" --methods nnclr,sclip,semisup_sail,structure \
+        --pairs 1000 --out $R/icons_bench_trained
+    } > $R/icons_bench_a.log 2>&1 &
+    {
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
+        --method-set sotalign:budget=600 --method-set sotalign:teacher_reg=auto \
+        --out $R/icons_sotalign_10k_auto_ridge
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
+        --method-set sotalign:budget=240 --out $R/icons_bench_sotalign_10k
+      # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
+      # fit on one core); here batches of 4,096 pairs
       $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
-        --out $R/icons_bench_sail_10k
-    } > $R/icons_bench_baselines.log 2>&1 &
+        --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
+    } > $R/icons_bench_b.log 2>&1 &
     wait ;;
 esac
 NOTES=()

@@ -302,6 +302,21 @@ def test_sample_evenly_water_fills_the_sets() -> None:
     assert len(icons.sample_evenly(ids, 10**6)) == len(ids)
 
 
+def test_splits_of_a_sampled_build_are_exchangeable() -> None:
+    """A build capped with sample_evenly, then split: every split holds the sets in the same
+    proportions (the pair pool and the unpaired pools must not tell large sets from small)."""
+    full = _ids({"big1": 5000, "big2": 5000, **{f"s{k}": 100 for k in range(8)}})
+    ids = [full[i] for i in icons.sample_evenly(full, 2000)]  # 600 per big set, small sets whole
+    s = icons.split_icons(ids, n_test=200, n_val=100, n_pair_pool=500)
+
+    def big_share(key: str) -> float:
+        return float(np.mean([ids[i].startswith("big") for i in s[key]]))
+
+    assert float(np.mean([i.startswith("big") for i in ids])) == pytest.approx(0.6)
+    for key in ("pair_pool", "unpaired_images", "unpaired_texts"):
+        assert abs(big_share(key) - 0.6) < 0.08, (key, big_share(key))
+
+
 def _data(n: int = 400) -> icons.IconsData:
     rng = np.random.default_rng(0)
     ids = _ids({"a": n // 2, "b": n - n // 2})

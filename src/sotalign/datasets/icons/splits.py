@@ -15,24 +15,31 @@ N_VAL = 1000
 N_PAIR_POOL = 10000
 SPLIT_SEED = 0
 SAMPLE_SEED = 0
+SPLIT_DOMAIN = "split:"
 
 
 # --------------------------------------------------------------------------------------------
 # sampling and splits (pure)
 # --------------------------------------------------------------------------------------------
-def _hash_keys(keys: Sequence[str], seed: int) -> np.ndarray:
-    """A seeded pseudo-random uint64 per key (the first 8 bytes of sha256(seed, key))."""
+def _hash_keys(keys: Sequence[str], seed: int, domain: str = "") -> np.ndarray:
+    """A seeded pseudo-random uint64 per key (the first 8 bytes of sha256(domain, seed, key))."""
     out = np.empty(len(keys), dtype=np.uint64)
-    s = f"{int(seed)}\0".encode()
+    s = f"{domain}{int(seed)}\0".encode()
     for i, k in enumerate(keys):
         out[i] = int.from_bytes(hashlib.sha256(s + k.encode()).digest()[:8], "big")
     return out
 
 
-def hash_order(keys: Sequence[str], seed: int) -> np.ndarray:
+def hash_order(keys: Sequence[str], seed: int, domain: str = "") -> np.ndarray:
     """Positions of ``keys`` sorted by their seeded hash (ties by position): a seeded shuffle
-    in which each key's place depends on the key, not on the order of the list."""
-    return np.lexsort((np.arange(len(keys)), _hash_keys(keys, seed))).astype(np.int64)
+    in which each key's place depends on the key, not on the order of the list.
+
+    ``domain`` separates uses: two orders with the same seed but different domains are
+    independent. The build's subset is sampled in the order of domain ``""`` and the splits are
+    dealt in domain :data:`SPLIT_DOMAIN`; sharing one order would put a capped set's sampled
+    icons (the first of that set in the order) at the front, so the pair pool would hold the
+    large sets and the unpaired pools the small ones."""
+    return np.lexsort((np.arange(len(keys)), _hash_keys(keys, seed, domain))).astype(np.int64)
 
 
 def _prefixes_of(ids: Sequence[str]) -> np.ndarray:
@@ -140,9 +147,9 @@ def split_icons(
     prefixes = _prefixes_of(ids)
     sets, inv = np.unique(prefixes, return_inverse=True)
     sizes = np.bincount(inv, minlength=len(sets)).astype(np.int64)
-    set_tie = np.argsort(hash_order([str(s) for s in sets], seed + 2))
+    set_tie = np.argsort(hash_order([str(s) for s in sets], seed + 2, SPLIT_DOMAIN))
     quota = spread_quotas(sizes, n_test, set_tie)
-    order = hash_order(ids, seed)
+    order = hash_order(ids, seed, SPLIT_DOMAIN)
     taken = np.zeros(len(sets), dtype=np.int64)
     is_test = np.zeros(n, dtype=bool)
     for i in order:
@@ -159,7 +166,7 @@ def split_icons(
     counts = np.bincount(inv[remainder], minlength=len(sets))
     side = np.zeros(len(sets), dtype=np.int8)
     load = [0, 0]
-    for j in hash_order([str(s) for s in sets], seed + 3):
+    for j in hash_order([str(s) for s in sets], seed + 3, SPLIT_DOMAIN):
         if counts[j] == 0:
             continue
         k = 0 if load[0] <= load[1] else 1
