@@ -44,7 +44,10 @@ the declared theme affix are the icon's **caption group** (:func:`name_words` wi
 Protocol (:func:`split_icons`, pure and seeded; sizes shrink for small builds)
 -------------------------------------------------------------------------------
 Icons are ordered by a seeded hash of their id, so an icon's place depends on its id, not on the
-order of the corpus.
+order of the corpus. The splits hash in their own domain (:data:`SPLIT_DOMAIN`), independent of
+the order in which :func:`sample_evenly` chose a ``--max-images`` subset: with one shared order a
+capped set's sampled icons would all come first, filling the pair pool with the large sets and
+the unpaired pools with the small ones.
 
 * ``test``: 5,000 icons spread over the sets in proportion to their sizes (largest remainders,
   at least one per set while the test size allows), evaluation only; :func:`caption_groups`
@@ -146,6 +149,7 @@ from .splits import (
     N_TEST,
     N_VAL,
     SAMPLE_SEED,
+    SPLIT_DOMAIN,
     SPLIT_SEED,
     caption_groups,
     hash_order,
@@ -175,6 +179,7 @@ __all__ = [
     "RENDER_SIZE",
     "SAMPLE_SEED",
     "SKIPPED_SET_TAGS",
+    "SPLIT_DOMAIN",
     "SPLIT_SEED",
     "TEXT_ENCODER",
     "Corpus",
