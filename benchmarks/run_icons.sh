@@ -38,8 +38,10 @@ case "${1:-}" in
       # SOTAlign distilling the CCA teacher whose ridge is selected on validation
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
         --method-set sotalign:teacher_reg=auto --out $R/icons_sotalign_auto_ridge
-      $B bench --dataset icons "${COMMON[@]}" --methods nnclr,sclip,semisup_sail,structure \
-        --pairs 1000 --out $R/icons_bench_trained
+      # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
+      # fit on one core); here batches of 4,096 pairs
+      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
+        --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
     } > $R/icons_bench_a.log 2>&1 &
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
@@ -47,10 +49,8 @@ case "${1:-}" in
         --out $R/icons_sotalign_10k_auto_ridge
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
         --method-set sotalign:budget=240 --out $R/icons_bench_sotalign_10k
-      # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
-      # fit on one core); here batches of 4,096 pairs
-      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
-        --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
+      $B bench --dataset icons "${COMMON[@]}" --methods nnclr,sclip,semisup_sail,structure \
+        --pairs 1000 --out $R/icons_bench_trained
     } > $R/icons_bench_b.log 2>&1 &
     wait ;;
 esac
