@@ -35,10 +35,7 @@ def hash_order(keys: Sequence[str], seed: int, domain: str = "") -> np.ndarray:
     in which each key's place depends on the key, not on the order of the list.
 
     ``domain`` separates uses: two orders with the same seed but different domains are
-    independent. The build's subset is sampled in the order of domain ``""`` and the splits are
-    dealt in domain :data:`SPLIT_DOMAIN`; sharing one order would put a capped set's sampled
-    icons (the first of that set in the order) at the front, so the pair pool would hold the
-    large sets and the unpaired pools the small ones."""
+    independent (the splits use :data:`SPLIT_DOMAIN`; the module doc says why)."""
     return np.lexsort((np.arange(len(keys)), _hash_keys(keys, seed, domain))).astype(np.int64)
 
 
