@@ -19,6 +19,7 @@ R=benchmarks/results
 COMMON=(--seeds 0,1,2 --threads 1 --resume)
 CCA=(--method-set cca:teacher_reg=auto)
 B=.venv/bin/sotalign
+TRAINED_10K=(--seeds 0 --threads 1 --resume --pairs 9981 --set batch_pairs=4096)
 case "${1:-}" in
   merge) ;;
   *)
@@ -38,19 +39,24 @@ case "${1:-}" in
       # SOTAlign distilling the CCA teacher whose ridge is selected on validation
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 1000 \
         --method-set sotalign:teacher_reg=auto --out $R/icons_sotalign_auto_ridge
-      # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
-      # fit on one core); here batches of 4,096 pairs
-      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
-        --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
+      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
+        --method-set sotalign:budget=600 --out $R/icons_bench_sotalign_10k
+      # the trained baselines at 9,981 pairs: seed 0, batches of 4,096 pairs (as SAIL)
+      $B bench --dataset icons "${TRAINED_10K[@]}" --methods nnclr,sclip \
+        --out $R/icons_bench_trained_10k_a
     } > $R/icons_bench_a.log 2>&1 &
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
         --method-set sotalign:budget=600 --method-set sotalign:teacher_reg=auto \
         --out $R/icons_sotalign_10k_auto_ridge
-      $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
-        --method-set sotalign:budget=600 --out $R/icons_bench_sotalign_10k
       $B bench --dataset icons "${COMMON[@]}" --methods nnclr,sclip,semisup_sail,structure \
         --pairs 1000 --out $R/icons_bench_trained
+      $B bench --dataset icons "${TRAINED_10K[@]}" --methods semisup_sail,structure \
+        --out $R/icons_bench_trained_10k_b
+      # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
+      # fit on one core); here batches of 4,096 pairs
+      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
+        --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
     } > $R/icons_bench_b.log 2>&1 &
     wait ;;
 esac
@@ -58,7 +64,8 @@ NOTES=()
 [ -f $R/icons_notes.md ] && NOTES=(--notes $R/icons_notes.md)
 INC=()
 for d in icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
-  icons_bench_closed_10k icons_bench_sail_10k icons_bench_trained; do
+  icons_bench_closed_10k icons_bench_sail_10k icons_bench_trained icons_bench_trained_10k_a \
+  icons_bench_trained_10k_b; do
   [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
 done
 $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
