@@ -55,6 +55,8 @@ import numpy as np
 from sotalign.errors import InputError, SotalignError
 from sotalign.io import atomic_write, write_json_atomic
 
+from .protocol import SplitRows, cache_root
+
 WORDNET_DIR = Path("/usr/share/wordnet")
 POS_FILES: tuple[tuple[str, str], ...] = (
     ("n", "data.noun"),
@@ -82,12 +84,6 @@ _PART_RE = re.compile(r"[a-z0-9]+")
 # --------------------------------------------------------------------------------------------
 # locations
 # --------------------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """Root of the project's caches: ``$SOTALIGN_CACHE`` or ``~/.cache/sotalign``."""
-    env = os.environ.get("SOTALIGN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sotalign"
-
-
 def default_cache_dir(limit: int | None = None) -> Path:
     """Folder of the WordNet cache; a ``--limit N`` build goes to ``wordnet-limitN``."""
     name = "wordnet" if limit is None else f"wordnet-limit{int(limit)}"
@@ -395,7 +391,7 @@ def build_wordnet(
 # load + protocol
 # --------------------------------------------------------------------------------------------
 @dataclass
-class WordNetData:
+class WordNetData(SplitRows):
     """The WordNet benchmark: both encodings of every gloss and the fixed split indices.
 
     ``x`` (GloVe, "images") and ``y`` (MiniLM, "texts") are float16 memory maps; the accessors
@@ -414,28 +410,13 @@ class WordNetData:
     path: Path | None = None
     pos: np.ndarray | None = None  # part of speech of each gloss: 'n', 'v', 'a' or 'r'
 
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-    def _rows(self, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.asarray(arr[idx], dtype=np.float32)
-
-    def test(self) -> tuple[np.ndarray, np.ndarray]:
-        """Test pairs ``(X_test, Y_test)``, row i of one matching row i of the other."""
-        return self._rows(self.x, self.test_idx), self._rows(self.y, self.test_idx)
-
-    def validation(self) -> tuple[np.ndarray, np.ndarray]:
-        """Validation pairs (carved from the pair pool; never drawn as training pairs)."""
-        return self._rows(self.x, self.val_idx), self._rows(self.y, self.val_idx)
-
     def unpaired_x(self) -> np.ndarray:
         """The unpaired X pool (GloVe vectors of one half of the remainder)."""
-        return self._rows(self.x, self.unpaired_x_idx)
+        return self.rows(self.x, self.unpaired_x_idx)
 
     def unpaired_y(self) -> np.ndarray:
         """The unpaired Y pool (MiniLM vectors of the other, disjoint half)."""
-        return self._rows(self.y, self.unpaired_y_idx)
+        return self.rows(self.y, self.unpaired_y_idx)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -570,20 +551,10 @@ def load_wordnet(
 
 
 def draw_pairs(data: WordNetData, n_pairs: int, seed: int = 0) -> PairDraw:
-    """``n_pairs`` training pairs from the pair pool, seeded; nested across ``n_pairs``.
-
-    The first ``n_pairs`` entries of a ``seed``-permutation of the pair pool, so for one seed a
-    smaller draw is a subset of a larger one (supervision curves compare like with like).
-    """
-    pool = data.pair_pool_idx
-    if not 1 <= n_pairs <= len(pool):
-        raise InputError(
-            f"n_pairs={n_pairs} is outside 1..{len(pool)} (the WordNet pair pool size)"
-        )
-    idx = pool[np.random.default_rng(seed).permutation(len(pool))[:n_pairs]]
-    return PairDraw(
-        np.asarray(data.x[idx], dtype=np.float32), np.asarray(data.y[idx], dtype=np.float32), idx
-    )
+    """``n_pairs`` training pairs from the pair pool, seeded; nested across ``n_pairs``
+    (:func:`sotalign.datasets.protocol.nested_draw`)."""
+    idx = data.draw_indices(n_pairs, seed, "WordNet pair pool size")
+    return PairDraw(data.rows(data.x, idx), data.rows(data.y, idx), idx)
 
 
 # --------------------------------------------------------------------------------------------

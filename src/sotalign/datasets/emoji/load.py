@@ -17,6 +17,8 @@ import numpy as np
 from sotalign.encoders import sha256_file
 from sotalign.errors import InputError
 
+from ..protocol import nested_draw
+
 SPLIT_SEED = 0
 N_TEST = 400
 N_VAL = 200
@@ -215,15 +217,9 @@ class EmojiPairs(NamedTuple):
 
 
 def draw_pairs(data: EmojiData, n: int, seed: int = 0) -> EmojiPairs:
-    """``n`` pairs from the pool: the first ``n`` of a ``seed``-permutation of it.
-
-    Draws are nested: for one seed the 100 pairs are the first 100 of the 300 pairs, so a
-    supervision curve compares like with like.
-    """
-    m = len(data.pool_images)
-    if not 1 <= n <= m:
-        raise InputError(f"n={n} pairs is outside 1..{m} (the emoji pool size)")
-    idx = np.random.default_rng(seed).permutation(m)[:n]
+    """``n`` pairs from the pool: the first ``n`` of a ``seed``-permutation of it, nested
+    across ``n`` (:func:`sotalign.datasets.protocol.nested_draw`)."""
+    idx = nested_draw(len(data.pool_images), n, seed, "emoji pool size")
     return EmojiPairs(data.pool_images[idx], data.pool_texts[idx], idx)
 
 

@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sotalign.datasets.wordnet import cache_root
 from sotalign.encoders import sha256_file
 from sotalign.errors import InputError
 
+from ..protocol import SplitRows, cache_root
 from .splits import SPLIT_SEED, caption_groups, split_icons
 
 ICONS_FILE = "icons.tsv"
@@ -37,7 +37,7 @@ def default_cache_dir(limit: int | None = None) -> Path:
 # load + protocol
 # --------------------------------------------------------------------------------------------
 @dataclass
-class IconsData:
+class IconsData(SplitRows):
     """The icons benchmark: both embeddings of every icon, captions and the split indices.
 
     ``x`` (image embeddings) and ``y`` (caption embeddings) are float16 memory maps, row i both
@@ -63,28 +63,13 @@ class IconsData:
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-    def _rows(self, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.asarray(arr[idx], dtype=np.float32)
-
-    def test(self) -> tuple[np.ndarray, np.ndarray]:
-        """Test pairs ``(images, captions)``, row k of one matching row k of the other."""
-        return self._rows(self.x, self.test_idx), self._rows(self.y, self.test_idx)
-
-    def validation(self) -> tuple[np.ndarray, np.ndarray]:
-        """Validation pairs (never drawn as training pairs)."""
-        return self._rows(self.x, self.val_idx), self._rows(self.y, self.val_idx)
-
     def unpaired_images(self) -> np.ndarray:
         """Image embeddings of the unpaired image pool."""
-        return self._rows(self.x, self.unpaired_images_idx)
+        return self.rows(self.x, self.unpaired_images_idx)
 
     def unpaired_texts(self) -> np.ndarray:
         """Caption embeddings of the unpaired text pool (icons disjoint from the image pool)."""
-        return self._rows(self.y, self.unpaired_texts_idx)
+        return self.rows(self.y, self.unpaired_texts_idx)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -193,8 +178,5 @@ def load_icons(
 
 def draw_pairs(data: IconsData, n_pairs: int, seed: int = 0) -> PairDraw:
     """``n_pairs`` training pairs from the pair pool, seeded; nested across ``n_pairs``."""
-    pool = data.pair_pool_idx
-    if not 1 <= n_pairs <= len(pool):
-        raise InputError(f"n_pairs={n_pairs} is outside 1..{len(pool)} (the icons pair pool)")
-    idx = pool[np.random.default_rng(seed).permutation(len(pool))[:n_pairs]]
-    return PairDraw(data._rows(data.x, idx), data._rows(data.y, idx), idx)
+    idx = data.draw_indices(n_pairs, seed, "icons pair pool")
+    return PairDraw(data.rows(data.x, idx), data.rows(data.y, idx), idx)
