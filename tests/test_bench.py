@@ -167,10 +167,15 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
         assert diag[name]["ssw"] < 2 * diag[name]["floor"], diag[name]
     assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporary files
 
-    # --resume keeps every run and re-renders without refitting
+    # --resume keeps every run and re-renders without refitting; the folder's time adds up
+    # over its sessions and its first start is kept
+    first = json.loads((out / "results.json").read_text())
     res2 = CliRunner().invoke(bench_app, [*args, "--resume"])
     assert res2.exit_code == 0, res2.output
     data2 = json.loads((out / "results.json").read_text())
+    assert data2["elapsed_seconds"] > first["elapsed_seconds"]
+    assert data2["environment"]["started_utc"] == first["environment"]["started_utc"]
+    assert data2["environment"]["resumed_utc"] >= first["environment"]["started_utc"]
     assert [r["test"] for r in data2["runs"]] == [r["test"] for r in runs]
     assert [r["fit_seconds"] for r in data2["runs"]] == [r["fit_seconds"] for r in runs]
     # --render-only merges result folders without fitting anything

@@ -298,8 +298,12 @@ def run_bench(
     if resume and json_path.is_file():  # first: --include folders override OUT's own runs
         sources.insert(0, json_path)
     own: list[dict[str, Any]] = []  # OUT's earlier runs, kept even when outside this plan
+    earlier: dict[str, Any] = {}  # OUT's earlier results.json (resume only)
     for src in sources:
-        for r in json.loads(src.read_text()).get("runs", []):
+        loaded = json.loads(src.read_text())
+        if src == json_path:
+            earlier = loaded
+        for r in loaded.get("runs", []):
             if not r.get("error"):
                 done[_key(r)] = r
                 if src == json_path:
@@ -319,7 +323,7 @@ def run_bench(
             "sweep_pairs": sweep_pairs,
             "sweep_methods": sweep_methods,
         },
-        "environment": _environment(),
+        "environment": _environment(earlier.get("environment")),
         "diagnostics": {},
         "runs": [],
     }
@@ -329,7 +333,9 @@ def run_bench(
         with atomic_write(out / "results.md", "w") as fh:
             fh.write(render_markdown(result, notes))
 
-    t_start = time.perf_counter()
+    # a resumed folder's time is the sum of its sessions' (a resume that fits nothing adds
+    # seconds, it does not replace hours of fitting by them)
+    t_start = time.perf_counter() - float(earlier.get("elapsed_seconds", 0.0))
     try:
         result["diagnostics"] = diagnostics(data)
     except Exception as exc:
@@ -390,12 +396,19 @@ def run_bench(
     return result
 
 
-def _environment() -> dict[str, Any]:
-    return {
+def _environment(earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions and machine of this session; a resumed folder keeps its first start
+    (``started_utc``) and records this session's as ``resumed_utc``."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    env = {
         "sotalign": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started_utc": now,
     }
+    if earlier and earlier.get("started_utc"):
+        env["started_utc"] = earlier["started_utc"]
+        env["resumed_utc"] = now
+    return env
