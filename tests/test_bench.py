@@ -125,6 +125,8 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
             assert sum(c["selected"] for c in r["selection"]) == 1
             assert r["selected"] in cands
             assert r["unpaired"] == 200
+            # the fit's plan is recorded: steps per training as configured (no budget)
+            assert r["plan"]["steps"] == r["plan"]["configured_steps"] == 15, r["plan"]
     # sweeps record what they varied
     assert sorted({r["unpaired"] for r in runs if r["sweep"] == "unpaired"}) == [50, 200]
     assert {r["settings"]["batch_unpaired"] for r in runs if r["sweep"] == "batch"} == {32}

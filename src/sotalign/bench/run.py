@@ -163,6 +163,7 @@ def run_one(
         "selection": sel,
         "selected": None if chosen is None else chosen.get("candidate"),
         "teacher_search": getattr(est, "teacher_search_", []),
+        "plan": getattr(est, "plan_", None),  # steps per training (a budget may lower them)
         "grid": grid_table,
     }
 
