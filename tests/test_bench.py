@@ -394,3 +394,25 @@ def test_caption_groups_are_scored_and_reported(files: dict[str, Path], tmp_path
     # the grouped table holds the grouped figure, not the per-pair one
     sec = md.split("whole group counted as hits", 1)[1].split("##", 1)[0]
     assert f"{run['test_grouped']['mean_R@1']:.1f}" in sec
+
+
+def test_report_shows_steps_a_budget_lowered(files: dict[str, Path], tmp_path: Path) -> None:
+    """A run whose budget planned fewer steps than configured is listed with its steps; runs
+    trained as configured are not."""
+    from sotalign.bench.report import render_markdown
+
+    data = load_bench_data(
+        pairs_images=files["pa"],
+        pairs_texts=files["pb"],
+        test_images=files["ta"],
+        test_texts=files["tb"],
+    )
+    res = run_bench(
+        data, tmp_path / "b", methods=["cca"], pairs=[60], seeds=[0, 1], log=lambda s: None
+    )
+    assert "Steps lowered" not in render_markdown(res)  # closed form: no plan
+    for run, steps in zip(res["runs"], (14, 300), strict=True):
+        run["plan"] = {"steps": steps, "configured_steps": 300, "budget_s": 600.0}
+    md = render_markdown(res)
+    section = md.split("## Steps lowered by the time budget", 1)[1].split("##", 1)[0]
+    assert "| cca | 60 | 14 of 300 (seed 0) |" in section and "seed 1" not in section

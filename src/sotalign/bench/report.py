@@ -103,6 +103,25 @@ def _selection_summary(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _lowered_steps(runs: list[dict[str, Any]]) -> str:
+    """Runs whose time budget planned fewer steps than configured (``run["plan"]``): the
+    planned steps per training of each seed, so an under-trained model is visible."""
+    rows: dict[tuple[str, int], list[str]] = {}
+    for r in runs:
+        plan = r.get("plan") or {}
+        if r.get("error") or r.get("sweep") != "pairs" or not plan:
+            continue
+        if plan["steps"] < plan["configured_steps"]:
+            cell = f"{plan['steps']} of {plan['configured_steps']} (seed {r['seed']})"
+            rows.setdefault((r["method"], r["pairs"]), []).append(cell)
+    if not rows:
+        return ""
+    lines = ["| method | pairs | steps per training |", "|---|---|---|"]
+    for (m, n), v in sorted(rows.items()):
+        lines.append(f"| {m} | {n} | {', '.join(v)} |")
+    return "\n".join(lines)
+
+
 def _timings(runs: list[dict[str, Any]], methods: Sequence[str]) -> str:
     agg = aggregate(runs, "pairs", "pairs", lambda r: r["fit_seconds"])
     if not agg:
@@ -229,6 +248,9 @@ def render_markdown(result: dict[str, Any], notes: str | None = None) -> str:
     sel = _selection_summary(runs)
     if sel:
         out += ["## Selected candidates (validation split of the pairs)", "", sel, ""]
+    low = _lowered_steps(runs)
+    if low:
+        out += ["## Steps lowered by the time budget (`budget`)", "", low, ""]
     tim = _timings(runs, methods)
     if tim:
         out += ["## Mean fit seconds (selection included)", "", tim, ""]
