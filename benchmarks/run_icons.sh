@@ -7,8 +7,8 @@
 # samples at 1,000 pairs; the shifted split at 1,000 pairs; SOTAlign also distilling the CCA
 # teacher with its ridge selected; the trained baselines (NNCLR, S-CLIP, semi-supervised SAIL,
 # STRUCTURE) at 1,000 pairs (3 seeds) and 9,981 pairs (seed 0, batches of 4,096 pairs); SAIL
-# (seeds 0, 1) and SOTAlign (seed 0) with batches of 4,096 pairs and no budget at 9,981. Two processes with
-# one torch thread each (one per core), then one
+# (seeds 0, 1) and SOTAlign (seed 0) with batches of 4,096 pairs and no budget at 9,981. Two
+# processes with one torch thread each (one per core), then one
 # merge (--render-only, no fitting) renders the tables and plots. Re-running resumes;
 # './run_icons.sh merge' only re-renders. Needs the cache of
 # 'python -m sotalign.datasets.icons --max-images 50000' in ~/.cache/sotalign/icons.
