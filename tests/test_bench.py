@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sotalign.bench import load_bench_data, run_bench
+from sotalign.bench import BenchData, load_bench_data, run_bench
 from sotalign.cli.bench import bench_app, parse_grid, parse_method_sets
 from sotalign.errors import ConfigError, InputError
 from sotalign.synthetic import TwoView
@@ -202,6 +202,16 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     assert all(kept[_k(r)] == r["test"] for r in runs)  # earlier runs kept, not refitted
 
 
+def _paired_data(files: dict[str, Path]) -> BenchData:
+    """The bench data of the ``files`` fixture's pairs and test split (no unpaired pools)."""
+    return load_bench_data(
+        pairs_images=files["pa"],
+        pairs_texts=files["pb"],
+        test_images=files["ta"],
+        test_texts=files["tb"],
+    )
+
+
 def _k(r):
     return (
         r["sweep"],
@@ -214,12 +224,7 @@ def _k(r):
 
 
 def test_grid_selection_on_pairs_only(files: dict[str, Path], tmp_path: Path) -> None:
-    data = load_bench_data(
-        pairs_images=files["pa"],
-        pairs_texts=files["pb"],
-        test_images=files["ta"],
-        test_texts=files["tb"],
-    )
+    data = _paired_data(files)
     res = run_bench(
         data,
         tmp_path / "g",
@@ -260,12 +265,7 @@ def test_test_index_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
         parse_method_sets(["sail:stpes=3"])
     with pytest.raises(ConfigError, match="grid key"):
         parse_grid(["asif:k=1|2"])
-    data = load_bench_data(
-        pairs_images=files["pa"],
-        pairs_texts=files["pb"],
-        test_images=files["ta"],
-        test_texts=files["tb"],
-    )
+    data = _paired_data(files)
     with pytest.raises(ConfigError, match=r"unknown method 'sial'.*sail"):
         run_bench(data, tmp_path / "e", methods=["sial"], log=lambda s: None)
     # a pair count the pool cannot give is refused before the first fit, not after the others
@@ -366,12 +366,7 @@ def test_caption_groups_are_scored_and_reported(files: dict[str, Path], tmp_path
     from sotalign.bench.report import render_markdown
     from sotalign.eval import grouped_retrieval_metrics, retrieval_metrics
 
-    data = load_bench_data(
-        pairs_images=files["pa"],
-        pairs_texts=files["pb"],
-        test_images=files["ta"],
-        test_texts=files["tb"],
-    )
+    data = _paired_data(files)
     groups = np.arange(80) // 4  # 20 groups of 4 pairs
     data.test_groups = groups
     data.info["test_caption_groups"] = 20
@@ -401,12 +396,7 @@ def test_report_shows_steps_a_budget_lowered(files: dict[str, Path], tmp_path: P
     trained as configured are not."""
     from sotalign.bench.report import render_markdown
 
-    data = load_bench_data(
-        pairs_images=files["pa"],
-        pairs_texts=files["pb"],
-        test_images=files["ta"],
-        test_texts=files["tb"],
-    )
+    data = _paired_data(files)
     res = run_bench(
         data, tmp_path / "b", methods=["cca"], pairs=[60], seeds=[0, 1], log=lambda s: None
     )

@@ -85,6 +85,16 @@ def _table(agg: dict[str, dict[int, Any]], xlabel: str, methods: Sequence[str]) 
     return "\n".join(lines)
 
 
+def _method_pairs_table(rows: dict[tuple[str, int], list[str]], column: str) -> str:
+    """A ``| method | pairs | column |`` table of per-seed cells; empty without rows."""
+    if not rows:
+        return ""
+    lines = [f"| method | pairs | {column} |", "|---|---|---|"]
+    for (m, n), v in sorted(rows.items()):
+        lines.append(f"| {m} | {n} | {', '.join(v)} |")
+    return "\n".join(lines)
+
+
 def _selection_summary(runs: list[dict[str, Any]]) -> str:
     rows: dict[tuple[str, int], list[str]] = {}
     for r in runs:
@@ -95,12 +105,7 @@ def _selection_summary(runs: list[dict[str, Any]]) -> str:
         elif r.get("grid"):
             pick = next(g["candidate"] for g in r["grid"] if g["selected"])
             rows.setdefault((r["method"], r["pairs"]), []).append(json.dumps(pick))
-    if not rows:
-        return ""
-    lines = ["| method | pairs | selected per seed |", "|---|---|---|"]
-    for (m, n), v in sorted(rows.items()):
-        lines.append(f"| {m} | {n} | {', '.join(v)} |")
-    return "\n".join(lines)
+    return _method_pairs_table(rows, "selected per seed")
 
 
 def _lowered_steps(runs: list[dict[str, Any]]) -> str:
@@ -114,12 +119,7 @@ def _lowered_steps(runs: list[dict[str, Any]]) -> str:
         if plan["steps"] < plan["configured_steps"]:
             cell = f"{plan['steps']} of {plan['configured_steps']} (seed {r['seed']})"
             rows.setdefault((r["method"], r["pairs"]), []).append(cell)
-    if not rows:
-        return ""
-    lines = ["| method | pairs | steps per training |", "|---|---|---|"]
-    for (m, n), v in sorted(rows.items()):
-        lines.append(f"| {m} | {n} | {', '.join(v)} |")
-    return "\n".join(lines)
+    return _method_pairs_table(rows, "steps per training")
 
 
 def _timings(runs: list[dict[str, Any]], methods: Sequence[str]) -> str:
