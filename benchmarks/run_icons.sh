@@ -7,7 +7,7 @@
 # samples at 1,000 pairs; the shifted split at 1,000 pairs; SOTAlign also distilling the CCA
 # teacher with its ridge selected; the trained baselines (NNCLR, S-CLIP, semi-supervised SAIL,
 # STRUCTURE) at 1,000 pairs (3 seeds) and 9,981 pairs (seed 0, batches of 4,096 pairs); SAIL
-# (seeds 0, 1) and SOTAlign (seed 0) with batches of 4,096 pairs and no budget at 9,981. Two
+# (3 seeds) and SOTAlign (seed 0) with batches of 4,096 pairs and no budget at 9,981. Two
 # processes with one torch thread each (one per core), then one
 # merge (--render-only, no fitting) renders the tables and plots. Re-running resumes;
 # './run_icons.sh merge' only re-renders. Needs the cache of
@@ -56,9 +56,8 @@ case "${1:-}" in
       $B bench --dataset icons "${TRAINED_10K[@]}" --methods semisup_sail,structure \
         --out $R/icons_bench_trained_10k_b
       # SAIL's default paired batch is every pair (10k x 10k SigLIP logits: over 40 min per
-      # fit on one core); here batches of 4,096 pairs, seeds 0 and 1 (25 min each; --seeds
-      # 0,1,2 adds the third)
-      $B bench --dataset icons --seeds 0,1 --threads 1 --resume --methods sail --pairs 9981 \
+      # fit on one core); here batches of 4,096 pairs (25 min per seed)
+      $B bench --dataset icons "${COMMON[@]}" --methods sail --pairs 9981 \
         --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
       # SOTAlign as SAIL: batches of 4,096 pairs and its whole schedule (no budget), with the
       # teacher's ridge selected on validation; seed 0
