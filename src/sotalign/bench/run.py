@@ -298,7 +298,6 @@ def run_bench(
             raise InputError(f"--include {src.parent}: no results.json there")
     if resume and json_path.is_file():  # first: --include folders override OUT's own runs
         sources.insert(0, json_path)
-    own: list[dict[str, Any]] = []  # OUT's earlier runs, kept even when outside this plan
     earlier: dict[str, Any] = {}  # OUT's earlier results.json (resume only)
     for src in sources:
         loaded = json.loads(src.read_text())
@@ -307,8 +306,8 @@ def run_bench(
         for r in loaded.get("runs", []):
             if not r.get("error"):
                 done[_key(r)] = r
-                if src == json_path:
-                    own.append(r)
+    # OUT's earlier runs, kept even when outside this plan
+    own = [r for r in earlier.get("runs", []) if not r.get("error")]
     result: dict[str, Any] = {
         "command": command or "run_bench(...)",
         "data": data.summary(),
