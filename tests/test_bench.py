@@ -189,6 +189,9 @@ def test_bench_cli_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
     data3 = json.loads((merged / "results.json").read_text())
     assert sorted(r["fit_seconds"] for r in data3["runs"]) == sorted(r["fit_seconds"] for r in runs)
     assert (merged / "results.md").read_text().count("±") == md.count("±")
+    total = sum(r["fit_seconds"] for r in runs)
+    assert data3["fit_seconds_total"] == pytest.approx(total)
+    assert f"the merged runs' fits took {total:.0f} s" in res3.output
     # a resumed run with another plan adds its runs and keeps the folder's earlier ones
     i = args.index("--pairs")
     other = [*args[:i], "--pairs", "40", *args[i + 2 :], "--methods", "cca", "--resume"]
@@ -345,6 +348,9 @@ def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
         return d
 
     merged = folder("merged", 1.0)  # an earlier merge, now stale
+    stale = json.loads((merged / "results.json").read_text())
+    stale["elapsed_seconds"] = 1000.0  # a merge's time is its own, not added to the last's
+    (merged / "results.json").write_text(json.dumps(stale))
     old, new = folder("old", 2.0), folder("new", 3.0)
     res = run_bench(
         data,
@@ -358,6 +364,8 @@ def test_render_only_takes_included_runs_over_a_stale_merge(tmp_path):
         log=lambda s: None,
     )  # as the CLI does
     assert [r["test"]["mean_R@1"] for r in res["runs"]] == [3.0]  # the last include wins
+    assert res["elapsed_seconds"] < 1000.0
+    assert res["fit_seconds_total"] == pytest.approx(0.1)  # the merged run's fit
 
 
 def test_caption_groups_are_scored_and_reported(files: dict[str, Path], tmp_path: Path) -> None:

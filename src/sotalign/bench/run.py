@@ -334,8 +334,10 @@ def run_bench(
             fh.write(render_markdown(result, notes))
 
     # a resumed folder's time is the sum of its sessions' (a resume that fits nothing adds
-    # seconds, it does not replace hours of fitting by them)
-    t_start = time.perf_counter() - float(earlier.get("elapsed_seconds", 0.0))
+    # seconds, it does not replace hours of fitting by them); a merge (render_only) fits
+    # nothing: its time is its own, and the fitting it reports is summed in fit_seconds_total
+    fitted_before = 0.0 if render_only else float(earlier.get("elapsed_seconds", 0.0))
+    t_start = time.perf_counter() - fitted_before
     try:
         result["diagnostics"] = diagnostics(data)
     except Exception as exc:
@@ -345,6 +347,7 @@ def run_bench(
         plan = []
         result["runs"] = list(done.values())
         result["config"]["render_only"] = True
+        result["fit_seconds_total"] = sum(float(r.get("fit_seconds", 0.0)) for r in done.values())
     else:  # runs kept from earlier are written before anything new is fitted
         result["runs"] = [done[_key(t)] for t in plan if _key(t) in done]
         planned = {_key(t) for t in plan}

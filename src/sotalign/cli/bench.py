@@ -201,4 +201,7 @@ def bench(
         pairs_sweep=pairs_sweep,
     )
     n_ok = sum(1 for r in res["runs"] if not r.get("error"))
-    print(f"{n_ok}/{len(res['runs'])} runs written to {out} ({res['elapsed_seconds']:.0f} s)")
+    took = f"{res['elapsed_seconds']:.0f} s"
+    if render_only:
+        took += f"; the merged runs' fits took {res['fit_seconds_total']:.0f} s"
+    print(f"{n_ok}/{len(res['runs'])} runs written to {out} ({took})")
