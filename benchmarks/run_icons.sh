@@ -7,7 +7,7 @@
 # samples at 1,000 pairs; the shifted split at 1,000 pairs; SOTAlign also distilling the CCA
 # teacher with its ridge selected; the trained baselines (NNCLR, S-CLIP, semi-supervised SAIL,
 # STRUCTURE) at 1,000 pairs (3 seeds) and 9,981 pairs (seed 0, batches of 4,096 pairs); SAIL
-# (3 seeds) and SOTAlign (seed 0) with batches of 4,096 pairs and no budget at 9,981. Two
+# and SOTAlign (3 seeds) with batches of 4,096 pairs and no budget at 9,981. Two
 # processes with one torch thread each (one per core), then one
 # merge (--render-only, no fitting) renders the tables and plots. Re-running resumes;
 # './run_icons.sh merge' only re-renders. Needs the cache of
@@ -22,6 +22,10 @@ COMMON=(--seeds 0,1,2 --threads 1 --resume)
 CCA=(--method-set cca:teacher_reg=auto)
 B=.venv/bin/sotalign
 TRAINED_10K=(--seeds 0 --threads 1 --resume --pairs 9981 --set batch_pairs=4096)
+# SOTAlign as SAIL at 9,981 pairs: batches of 4,096 pairs, its whole schedule (no budget), the
+# teacher's ridge selected on validation; one folder per seed (merged below)
+WHOLE_10K=(--threads 1 --resume --methods sotalign --pairs 9981
+  --method-set sotalign:batch_pairs=4096 --method-set sotalign:teacher_reg=auto)
 case "${1:-}" in
   merge) ;;
   *)
@@ -46,6 +50,8 @@ case "${1:-}" in
       # the trained baselines at 9,981 pairs: seed 0, batches of 4,096 pairs (as SAIL)
       $B bench --dataset icons "${TRAINED_10K[@]}" --methods nnclr,sclip \
         --out $R/icons_bench_trained_10k_a
+      # SOTAlign's whole-schedule run (block b, seed 0), seed 1 here
+      $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 1 --out $R/icons_sotalign_10k_batch4096_s1
     } > $R/icons_bench_a.log 2>&1 &
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
@@ -61,9 +67,8 @@ case "${1:-}" in
         --method-set sail:batch_pairs=4096 --out $R/icons_bench_sail_10k
       # SOTAlign as SAIL: batches of 4,096 pairs and its whole schedule (no budget), with the
       # teacher's ridge selected on validation; seed 0
-      $B bench --dataset icons --seeds 0 --threads 1 --resume --methods sotalign --pairs 9981 \
-        --method-set sotalign:batch_pairs=4096 --method-set sotalign:teacher_reg=auto \
-        --out $R/icons_sotalign_10k_batch4096
+      $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 0 --out $R/icons_sotalign_10k_batch4096
+      $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 2 --out $R/icons_sotalign_10k_batch4096_s2
     } > $R/icons_bench_b.log 2>&1 &
     wait ;;
 esac
@@ -80,5 +85,12 @@ $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
   --pairs 1000,9981 --out $R/icons_bench --render-only "${INC[@]}" "${NOTES[@]}"
 $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign --pairs 1000 \
   --out $R/icons_shifted --render-only
+INC=()
+for d in icons_sotalign_10k_batch4096 icons_sotalign_10k_batch4096_s1 \
+  icons_sotalign_10k_batch4096_s2; do
+  [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
+done
+$B bench --dataset icons "${WHOLE_10K[@]}" --seeds 0,1,2 --out $R/icons_sotalign_10k_whole \
+  --render-only "${INC[@]}"
 $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
   --unpaired-sizes 1000,4000 --sweep-pairs 1000 --out $R/icons_alpha1 --render-only
