@@ -52,6 +52,9 @@ case "${1:-}" in
         --out $R/icons_bench_trained_10k_a
       # SOTAlign's whole-schedule run (block b, seed 0), seed 1 here
       $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 1 --out $R/icons_sotalign_10k_batch4096_s1
+      # S-CLIP at 9,981 pairs, seed 1 (seed 0 is in icons_bench_trained_10k_a)
+      $B bench --dataset icons --seeds 1 --threads 1 --resume --pairs 9981 --set batch_pairs=4096 \
+        --methods sclip --out $R/icons_bench_sclip_10k_s1
     } > $R/icons_bench_a.log 2>&1 &
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
@@ -77,7 +80,7 @@ NOTES=()
 INC=()
 for d in icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
   icons_bench_closed_10k icons_bench_sail_10k icons_bench_trained icons_bench_trained_10k_a \
-  icons_bench_trained_10k_b; do
+  icons_bench_trained_10k_b icons_bench_sclip_10k_s1; do
   [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
 done
 $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
