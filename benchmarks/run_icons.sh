@@ -55,7 +55,7 @@ case "${1:-}" in
       # S-CLIP at 9,981 pairs, seed 1 (seed 0 is in icons_bench_trained_10k_a)
       $B bench --dataset icons --seeds 1 --threads 1 --resume --pairs 9981 --set batch_pairs=4096 \
         --methods sclip --out $R/icons_bench_sclip_10k_s1
-    } > $R/icons_bench_a.log 2>&1 &
+    } >> $R/icons_bench_a.log 2>&1 &
     {
       $B bench --dataset icons "${COMMON[@]}" --methods sotalign --pairs 9981 \
         --method-set sotalign:budget=600 --method-set sotalign:teacher_reg=auto \
@@ -72,27 +72,23 @@ case "${1:-}" in
       # teacher's ridge selected on validation; seed 0
       $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 0 --out $R/icons_sotalign_10k_batch4096
       $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 2 --out $R/icons_sotalign_10k_batch4096_s2
-    } > $R/icons_bench_b.log 2>&1 &
+    } >> $R/icons_bench_b.log 2>&1 &
     wait ;;
 esac
 NOTES=()
 [ -f $R/icons_notes.md ] && NOTES=(--notes $R/icons_notes.md)
-INC=()
-for d in icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
+# --include for each named result folder that exists
+includes() { INC=(); for d in "$@"; do [ -f $R/$d/results.json ] && INC+=(--include $R/$d); done; }
+includes icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
   icons_bench_closed_10k icons_bench_sail_10k icons_bench_trained icons_bench_trained_10k_a \
-  icons_bench_trained_10k_b icons_bench_sclip_10k_s1; do
-  [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
-done
+  icons_bench_trained_10k_b icons_bench_sclip_10k_s1
 $B bench --dataset icons "${COMMON[@]}" "${CCA[@]}" \
   --methods sotalign,sail,cca,procrustes,csa,asif,structure,nnclr,sclip,semisup_sail \
   --pairs 1000,9981 --out $R/icons_bench --render-only "${INC[@]}" "${NOTES[@]}"
 $B bench --dataset icons-shifted "${COMMON[@]}" "${CCA[@]}" --methods cca,sotalign --pairs 1000 \
   --out $R/icons_shifted --render-only
-INC=()
-for d in icons_sotalign_10k_batch4096 icons_sotalign_10k_batch4096_s1 \
-  icons_sotalign_10k_batch4096_s2; do
-  [ -f $R/$d/results.json ] && INC+=(--include $R/$d)
-done
+includes icons_sotalign_10k_batch4096 icons_sotalign_10k_batch4096_s1 \
+  icons_sotalign_10k_batch4096_s2
 $B bench --dataset icons "${WHOLE_10K[@]}" --seeds 0,1,2 --out $R/icons_sotalign_10k_whole \
   --render-only "${INC[@]}"
 $B bench --dataset icons "${COMMON[@]}" --methods sotalign --set alpha=1 --pairs 1000 \
