@@ -78,7 +78,7 @@ esac
 NOTES=()
 [ -f $R/icons_notes.md ] && NOTES=(--notes $R/icons_notes.md)
 # --include for each named result folder that exists
-includes() { INC=(); for d in "$@"; do [ -f $R/$d/results.json ] && INC+=(--include $R/$d); done; }
+includes() { INC=(); for d in "$@"; do [ -f $R/$d/results.json ] && INC+=(--include $R/$d); done; return 0; }
 includes icons_bench_sotalign icons_bench_sotalign_10k icons_bench_baselines \
   icons_bench_closed_10k icons_bench_sail_10k icons_bench_trained icons_bench_trained_10k_a \
   icons_bench_trained_10k_b icons_bench_sclip_10k_s1
